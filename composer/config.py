@@ -1,0 +1,153 @@
+"""Settings from the environment or a ``.env`` file in the working folder.
+
+Secrets (the SMTP password, the signing key) are kept as ``Secret`` so that
+``repr`` and ``str`` never show them, in logs or in tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from composer.errors import ConfigError
+
+SECURITY_MODES = ("starttls", "ssl", "none")
+DEV_SECRET = "dev-only-insecure-key-change-me"
+
+
+class Secret:
+    """A string that does not print itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the tool reads from the environment, validated once."""
+
+    home: Path
+    db_path: Path
+    outbox: Path
+    from_address: str
+    base_url: str
+    secret_key: Secret
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: Secret = field(default_factory=lambda: Secret(""))
+    smtp_security: str = "starttls"
+    smtp_timeout: float = 30.0
+    smtp_ca_file: str = ""
+    unsubscribe_mailto: str = ""
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "build" / ".cache"
+
+    @property
+    def uses_smtp(self) -> bool:
+        return bool(self.smtp_host)
+
+    @property
+    def transport_label(self) -> str:
+        if self.uses_smtp:
+            return f"SMTP {self.smtp_host}:{self.smtp_port} ({self.smtp_security})"
+        return f"local outbox (Maildir) {self.outbox}"
+
+    @property
+    def mail_domain(self) -> str:
+        return self.from_address.rpartition("@")[2].strip(">").lower() or "localhost"
+
+    @property
+    def unsubscribe_mailbox(self) -> str:
+        return self.unsubscribe_mailto or f"unsubscribe@{self.mail_domain}"
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number; set it to e.g. {default}"
+        ) from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
+
+
+def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read settings: real environment first, then ``HOME/.env`` for what is unset."""
+    home = (home or Path(os.environ.get("NEWSLETTER_HOME", ".") or ".")).resolve()
+    merged: dict[str, str] = {}
+    dotenv_path = home / ".env"
+    if dotenv_path.is_file():
+        from dotenv import dotenv_values
+
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if env is None else env)
+
+    security = merged.get("SMTP_SECURITY", "starttls").strip().lower() or "starttls"
+    if security not in SECURITY_MODES:
+        raise ConfigError(
+            f"SMTP_SECURITY={security!r} is not one of {', '.join(SECURITY_MODES)}"
+        )
+    default_port = {"starttls": 587, "ssl": 465, "none": 25}[security]
+    base_url = merged.get("NEWSLETTER_BASE_URL", "").strip() or "http://127.0.0.1:8000"
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"NEWSLETTER_BASE_URL={base_url!r} must be an absolute http(s) URL "
+            "such as https://news.example.org"
+        )
+    from_address = merged.get("NEWSLETTER_FROM", "").strip() or (
+        "Weekly Update <newsletter@example.org>"
+    )
+    if "\r" in from_address or "\n" in from_address or "@" not in from_address:
+        raise ConfigError(
+            f"NEWSLETTER_FROM={from_address!r} must be one address such as "
+            "'Weekly Update <news@example.org>'"
+        )
+    db_raw = merged.get("NEWSLETTER_DB", "").strip()
+    outbox_raw = merged.get("NEWSLETTER_OUTBOX", "").strip()
+    return Settings(
+        home=home,
+        db_path=Path(db_raw).expanduser() if db_raw else home / "newsletter.db",
+        outbox=Path(outbox_raw).expanduser() if outbox_raw else home / "outbox",
+        from_address=from_address,
+        base_url=base_url.rstrip("/"),
+        secret_key=Secret(merged.get("NEWSLETTER_SECRET_KEY", "").strip() or DEV_SECRET),
+        smtp_host=merged.get("SMTP_HOST", "").strip(),
+        smtp_port=_int(merged, "SMTP_PORT", default_port),
+        smtp_username=merged.get("SMTP_USERNAME", "").strip(),
+        smtp_password=Secret(merged.get("SMTP_PASSWORD", "")),
+        smtp_security=security,
+        smtp_timeout=_float(merged, "SMTP_TIMEOUT", 30.0),
+        smtp_ca_file=merged.get("SMTP_CA_FILE", "").strip(),
+        unsubscribe_mailto=merged.get("NEWSLETTER_UNSUBSCRIBE_MAILTO", "").strip(),
+    )

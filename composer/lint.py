@@ -1,0 +1,200 @@
+"""``newsletter check``: problems an editor should fix before sending.
+
+Errors stop a send; warnings are listed. Every finding names the file, line
+and column, and the field path, like schema errors do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from composer import markdown as md
+from composer.fields import TOKEN_RE
+from composer.issue import LoadedIssue, date_from_name
+from composer.model import (
+    FocusBlock,
+    Image,
+    Issue,
+    LeadBlock,
+    Link,
+    LinksBlock,
+    RegionsBlock,
+    Reply,
+    Story,
+    TextBlock,
+)
+from composer.render import GMAIL_CLIP_BYTES, RenderedIssue
+
+WARN_HTML_BYTES = 90 * 1024
+
+Loc = tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # "error" or "warning"
+    where: str  # file:line:col
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.severity}: {self.field}: {self.message}"
+
+
+def _field(loc: Loc) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme == "mailto":
+        return None if "@" in parts.path else "mailto: link has no address"
+    if parts.scheme not in ("http", "https"):
+        return f"link {url!r} is not http(s) or mailto; use a full https:// address"
+    if not parts.netloc:
+        return f"link {url!r} has no host; use a full https:// address"
+    if any(c.isspace() for c in url):
+        return f"link {url!r} contains white space; encode it as %20"
+    return None
+
+
+class _Walker:
+    def __init__(self, loaded: LoadedIssue) -> None:
+        self.loaded = loaded
+        self.findings: list[Finding] = []
+
+    def add(self, severity: str, loc: Loc, message: str) -> None:
+        self.findings.append(Finding(severity, self.loaded.locate(loc), _field(loc), message))
+
+    def url(self, url: str | None, loc: Loc) -> None:
+        if url is not None and (problem := _url_problem(url)):
+            self.add("error", loc, problem)
+
+    def markdown(self, text: str | None, loc: Loc) -> None:
+        if not text:
+            return
+        if TOKEN_RE.search(text):
+            self.add("error", loc, "contains a reserved __nlfield_ placeholder; remove it")
+        for ref in md.references(text):
+            if ref.kind == "link":
+                self.url(ref.target, loc)
+            else:
+                self.url(ref.target, loc)
+                if not ref.alt.strip():
+                    self.add("error", loc,
+                             f"image {ref.target} has no alt text: ![describe it](url)")
+
+    def image(self, image: Image | None, loc: Loc) -> None:
+        if image is None:
+            return
+        self.url(image.src, (*loc, "src"))
+        self.url(image.href, (*loc, "href"))
+        if not image.alt.strip() and not image.decorative:
+            self.add("error", (*loc, "alt"),
+                     "image has no alt text; describe it, or set decorative: true")
+
+    def link(self, link: Link, loc: Loc) -> None:
+        self.url(link.url, (*loc, "url"))
+        self.markdown(link.note, (*loc, "note"))
+        if not link.title.strip():
+            self.add("error", (*loc, "title"), "link has no text")
+
+    def reply(self, reply: Reply, loc: Loc) -> None:
+        if not [c for c in reply.companies if c.strip()]:
+            self.add("error", (*loc, "companies"),
+                     "right-of-reply note names no company; list them in companies: [...]")
+        self.markdown(reply.text, (*loc, "text"))
+
+    def story(self, story: Story, loc: Loc) -> None:
+        self.url(story.url, (*loc, "url"))
+        self.image(story.image, (*loc, "image"))
+        self.markdown(story.body, (*loc, "body"))
+        if not story.body.strip():
+            self.add("warning", (*loc, "body"), "story has no text")
+        self.markdown(story.see_also, (*loc, "see_also"))
+        for i, reply in enumerate(story.replies):
+            self.reply(reply, (*loc, "replies", i))
+
+    def empty(self, loc: Loc, what: str) -> None:
+        self.add("warning", loc, f"{what} is empty; add content or remove it")
+
+    def issue(self, issue: Issue) -> None:
+        nl = issue.newsletter
+        self.url(nl.url, ("newsletter", "url"))
+        self.image(nl.logo, ("newsletter", "logo"))
+        for i, link in enumerate(nl.footer.links):
+            self.link(link, ("newsletter", "footer", "links", i))
+        self.markdown(nl.footer.reason, ("newsletter", "footer", "reason"))
+        if not nl.footer.address.strip():
+            self.add("error", ("newsletter", "footer", "address"),
+                     "a postal address is required in commercial email (CAN-SPAM)")
+        for i, block in enumerate(issue.sections):
+            self.block(block, ("sections", i))
+
+    def block(self, block: LeadBlock | LinksBlock | FocusBlock | RegionsBlock | TextBlock,
+              loc: Loc) -> None:
+        name = f"section {block.heading!r}" if block.heading else "section"
+        if isinstance(block, LeadBlock):
+            self.story(block.story, (*loc, "story"))
+        elif isinstance(block, LinksBlock):
+            if not block.items and not block.intro and not block.outro:
+                self.empty((*loc, "items"), name)
+            self.markdown(block.intro, (*loc, "intro"))
+            self.markdown(block.outro, (*loc, "outro"))
+            for i, item in enumerate(block.items):
+                self.link(item, (*loc, "items", i))
+        elif isinstance(block, FocusBlock):
+            if not block.topics:
+                self.empty((*loc, "topics"), name)
+            for i, topic in enumerate(block.topics):
+                tloc = (*loc, "topics", i)
+                self.markdown(topic.body, (*tloc, "body"))
+                for j, reply in enumerate(topic.replies):
+                    self.reply(reply, (*tloc, "replies", j))
+                if topic.cta:
+                    self.markdown(topic.cta.text, (*tloc, "cta", "text"))
+                    self.url(topic.cta.url, (*tloc, "cta", "url"))
+                    if topic.cta.button and not topic.cta.url:
+                        self.add("error", (*tloc, "cta", "url"), "a button needs a url")
+        elif isinstance(block, RegionsBlock):
+            if not block.regions:
+                self.empty((*loc, "regions"), name)
+            for i, region in enumerate(block.regions):
+                rloc = (*loc, "regions", i)
+                if region.spotlight:
+                    self.story(region.spotlight, (*rloc, "spotlight"))
+                for j, item in enumerate(region.other_news):
+                    self.link(item, (*rloc, "other_news", j))
+                if region.explore:
+                    self.link(region.explore, (*rloc, "explore"))
+                if region.other_news_label and not region.other_news:
+                    self.add("warning", (*rloc, "other_news"),
+                             f"{region.name}: '{region.other_news_label}' is followed by no links")
+                if not region.spotlight and not region.other_news:
+                    self.empty(rloc, f"region {region.name!r}")
+        elif isinstance(block, TextBlock):
+            if not block.body.strip():
+                self.empty((*loc, "body"), name)
+            self.markdown(block.body, (*loc, "body"))
+
+
+def check_issue(loaded: LoadedIssue, rendered: RenderedIssue | None) -> list[Finding]:
+    """Every finding for one issue, errors first, in file order within each."""
+    walker = _Walker(loaded)
+    walker.issue(loaded.issue)
+    expected = date_from_name(loaded.path)
+    if expected is not None and expected != loaded.issue.date:
+        walker.add("error", ("date",),
+                   f"date {loaded.issue.date} does not match the file name {loaded.path.name}; "
+                   "rename the file or fix the date")
+    if rendered is not None:
+        size = rendered.html_bytes
+        where = (f"HTML part is {size / 1024:.1f} KB; Gmail clips messages over 102 KB, "
+                 "hiding the footer and its unsubscribe link")
+        if size > GMAIL_CLIP_BYTES:
+            walker.add("error", ("sections",), where + ": shorten the issue")
+        elif size > WARN_HTML_BYTES:
+            walker.add("warning", ("sections",), where + ": you are close")
+    order = {"error": 0, "warning": 1}
+    return sorted(walker.findings, key=lambda f: order[f.severity])

@@ -1,0 +1,271 @@
+"""RenderedIssue + recipient -> the bytes of one MIME message, cheaply.
+
+Everything that is the same for every subscriber is encoded once, in
+``MessageTemplate``: the headers, the MIME structure, and both bodies as
+quoted-printable segments cut at the placeholder tokens. Building a message
+then QP-encodes only the few per-subscriber values and joins bytes (a few µs,
+against ~3 ms for ``email.message.EmailMessage``).
+
+Splicing works because each static segment ends with a QP soft line break
+(``=\\r\\n``): a value always starts on a fresh encoded line, and decoding
+joins the lines back. The boundary contains ``=_``, which QP output never
+contains. Header values are built here, from cleaned input: control
+characters (CR, LF, NUL, ...) are removed before anything reaches a header,
+so no field can start a new header.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import html
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime, parseaddr
+
+from composer.errors import SubscriberError
+from composer.fields import fill, split
+from composer.render import RenderedIssue
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_ADDR_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
+_ATEXT_PHRASE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")
+_URL_RE = re.compile(r"^[\x21-\x3b=\x3f-\x7e]{1,2000}$")  # printable ASCII but < >
+CRLF = b"\r\n"
+
+
+def clean(text: str, limit: int = 200) -> str:
+    """One line of text: control characters become a space, then trimmed."""
+    if text.isprintable() and len(text) <= limit and text.strip() == text:
+        return text
+    return _CONTROL_RE.sub(" ", text).strip()[:limit]
+
+
+def check_address(address: str) -> str:
+    """An ASCII address safe to put in a header and an SMTP envelope."""
+    if not _ADDR_RE.match(address) or ".." in address or address.startswith("."):
+        raise SubscriberError(f"{address!r} is not a valid email address")
+    return address
+
+
+def _encoded_words(text: str) -> str:
+    """RFC 2047 base64 encoded-words of at most 75 characters, folded."""
+    words: list[str] = []
+    chunk = ""
+    for char in text:
+        if len((chunk + char).encode()) > 45:
+            words.append(chunk)
+            chunk = ""
+        chunk += char
+    if chunk:
+        words.append(chunk)
+    return "\r\n ".join(
+        "=?utf-8?b?" + base64.b64encode(w.encode()).decode("ascii") + "?=" for w in words
+    )
+
+
+def header_text(text: str) -> str:
+    """Unstructured header text (Subject): ASCII as is, otherwise encoded-words."""
+    text = clean(text, 250)
+    if text.isascii() and len(text) < 900:
+        return text
+    return _encoded_words(text)
+
+
+def mailbox(name: str, address: str) -> str:
+    """``Display Name <addr>`` with the name quoted or encoded as it needs."""
+    return _mailbox(clean(name, 120), check_address(address))
+
+
+def _mailbox(name: str, address: str) -> str:
+    """``mailbox`` for a name already cleaned and an address already checked."""
+    if not name:
+        return address
+    if name.isascii():
+        if _ATEXT_PHRASE_RE.match(name):
+            return f"{name} <{address}>"
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}" <{address}>'
+    return f"{_encoded_words(name)} <{address}>"
+
+
+def _qp(data: str) -> bytes:
+    """Quoted-printable with CRLF line ends (the wire form)."""
+    if (len(data) <= 76 and data.isascii() and data.isprintable() and "=" not in data
+            and not data.endswith((" ", "\t"))):
+        return data.encode("ascii")  # QP of such text is the text itself
+    encoded = binascii.b2a_qp(data.replace("\r\n", "\n").encode("utf-8"), istext=True)
+    return encoded.replace(b"\n", CRLF)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who one message is for, with the values of the per-subscriber fields."""
+
+    key: str  # stable id of the subscriber: used in the Message-ID
+    email: str
+    name: str
+    unsubscribe_url: str
+    unsubscribe_mailto: str
+    view_url: str
+
+
+_Part = bytes | tuple[str, Callable[[str], str]]
+
+
+class MessageTemplate:
+    """Everything about one issue's messages that is the same for everyone."""
+
+    def __init__(
+        self,
+        rendered: RenderedIssue,
+        *,
+        from_address: str,
+        list_id: str,
+        domain: str,
+        date: datetime | None = None,
+        subject_prefix: str = "",
+    ) -> None:
+        name, addr = parseaddr(from_address)
+        self.from_header = mailbox(name, addr)
+        self.envelope_from = check_address(addr)
+        self.domain = domain
+        self.slug = rendered.issue.slug
+        self.digest = rendered.digest
+        self.list_id = list_id
+        self._boundary = f"=_nl_{rendered.digest[:24]}"
+        subject = header_text(subject_prefix + rendered.subject)
+        when = format_datetime(date or datetime.now(UTC))
+        self._static_headers = (
+            f"From: {self.from_header}\r\n"
+            f"Subject: {subject}\r\n"
+            f"Date: {when}\r\n"
+            f"List-Id: {header_text(rendered.issue.newsletter.title)} <{list_id}>\r\n"
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+            "MIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/alternative; boundary="{self._boundary}"\r\n'
+        ).encode("ascii")
+        b = self._boundary.encode()
+        text_head = (
+            b"--" + b + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        )
+        html_head = (
+            b"\r\n--" + b + b"\r\nContent-Type: text/html; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        )
+        self._body: list[_Part] = [b"\r\nThis is a multi-part message in MIME format.\r\n\r\n"]
+        self._body.append(text_head)
+        self._body.extend(self._segments(rendered.text, _raw))
+        self._body.append(html_head)
+        self._body.extend(self._segments(rendered.html, _html_value))
+        self._body.append(b"\r\n--" + b + b"--\r\n")
+        self._prepare()
+
+    @staticmethod
+    def _segments(body: str, escape: Callable[[str], str]) -> list[_Part]:
+        parts: list[_Part] = []
+        pieces = split(body)
+        for i, piece in enumerate(pieces):
+            if i % 2:
+                parts.append((piece, escape))
+            elif piece:
+                encoded = _qp(piece)
+                if i + 1 < len(pieces):
+                    encoded += b"=\r\n"
+                parts.append(encoded)
+        return parts
+
+    def _prepare(self) -> None:
+        """Static bytes in a list, and the slots where values go."""
+        self._parts: list[bytes] = [b"", b""]  # headers go in the first two slots
+        self._slots: list[tuple[int, str, bool]] = []
+        for part in self._body:
+            if isinstance(part, bytes):
+                self._parts.append(part)
+            else:
+                self._slots.append((len(self._parts), part[0], part[1] is _html_value))
+                self._parts.append(b"")
+        self._constant: dict[tuple[str, bool], tuple[str, bytes]] = {}
+        self._id_hash = hashlib.sha256(f"{self.list_id}\x00{self.slug}\x00".encode())
+
+    def message_id(self, recipient_key: str) -> str:
+        digest = self._id_hash.copy()
+        digest.update(recipient_key.encode())
+        return f"<{self.slug}.{digest.hexdigest()[:24]}@{self.domain}>"
+
+    def _encode(self, field: str, value: str, in_html: bool) -> bytes:
+        if field == "view_url":  # the same for every subscriber of an issue
+            hit = self._constant.get((field, in_html))
+            if hit is not None and hit[0] == value:
+                return hit[1]
+        text = _html_value(value) if in_html else value
+        encoded = _qp(text) + b"=\r\n"
+        if field == "view_url":
+            self._constant[field, in_html] = (value, encoded)
+        return encoded
+
+    def build_chunks(self, r: Recipient) -> list[bytes]:
+        """The message for one recipient as chunks to write in order.
+
+        The static chunks are shared, not copied: transports hand the list to
+        ``socket.sendmsg`` or ``writelines``, so nobody copies the 60-100 KB
+        body per message.
+        """
+        values = field_values(r)
+        out = self._parts.copy()
+        out[0] = self._static_headers
+        out[1] = (
+            f"To: {_mailbox(values['name'], values['email'])}\r\n"
+            f"Message-ID: {self.message_id(r.key)}\r\n"
+            f"List-Unsubscribe: <{values['unsubscribe_url']}>,\r\n"
+            f" <{_url(r.unsubscribe_mailto)}>\r\n"
+        ).encode("ascii")
+        done: dict[tuple[str, bool], bytes] = {}
+        for index, field, in_html in self._slots:
+            encoded = done.get((field, in_html))
+            if encoded is None:
+                encoded = done[field, in_html] = self._encode(field, values[field], in_html)
+            out[index] = encoded
+        return out
+
+    def build(self, r: Recipient) -> bytes:
+        """The whole message for one recipient, CRLF line ends, not dot-stuffed."""
+        return b"".join(self.build_chunks(r))
+
+
+def _raw(value: str) -> str:
+    return value
+
+
+_HTML_SPECIAL_RE = re.compile(r"[&<>\"']")
+
+
+def _html_value(value: str) -> str:
+    return html.escape(value, quote=True) if _HTML_SPECIAL_RE.search(value) else value
+
+
+def _url(url: str) -> str:
+    if not _URL_RE.match(url):
+        raise SubscriberError(f"URL {url!r} cannot go in a header: it has spaces or controls")
+    return url
+
+
+def field_values(r: Recipient) -> dict[str, str]:
+    """The per-subscriber fields, cleaned; escaping is up to the context."""
+    return {
+        "name": clean(r.name, 120),
+        "email": check_address(r.email),
+        "unsubscribe_url": _url(r.unsubscribe_url),
+        "view_url": _url(r.view_url),
+    }
+
+
+def personalise(rendered: RenderedIssue, r: Recipient) -> tuple[str, str]:
+    """HTML and text for one recipient, as a mail client shows them after decoding."""
+    values = field_values(r)
+    html_values = {k: _html_value(v) for k, v in values.items()}
+    return fill(rendered.html, html_values), fill(rendered.text, values)

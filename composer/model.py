@@ -1,0 +1,194 @@
+"""The issue definition: what an editor writes in ``issues/YYYY-MM-DD.yaml``.
+
+Every model forbids unknown keys so that a typo (``headlne:``) is an error
+with a line number, not a silently missing story. Text fields marked
+"Markdown" accept CommonMark (paragraphs, **bold**, *italic*, [links](url));
+raw HTML in them is shown as text, never passed through.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Markdown = Annotated[str, Field(description="CommonMark text: paragraphs, emphasis, links")]
+Url = Annotated[str, Field(description="An absolute https:// (or http://, mailto:) address")]
+
+
+class Image(_Model):
+    """An image; ``alt`` describes it for screen readers and blocked images."""
+
+    src: Url
+    alt: str = Field("", description="Text alternative; required unless decorative=true")
+    decorative: bool = Field(False, description="Purely decorative: read as nothing")
+    width: int | None = Field(None, ge=1, le=600, description="Display width in px")
+    href: Url | None = None
+
+
+class Link(_Model):
+    """One entry of a link list: ``Briefing | Bitter truth ... — note``."""
+
+    title: str = Field(description="The link text")
+    url: Url
+    label: str | None = Field(None, description="Kind of item shown before a bar: 'Briefing'")
+    byline: str | None = Field(None, description="Author line: 'Sarah Lince, Verité'")
+    note: Markdown | None = Field(None, description="Text after the link, after an em dash")
+
+
+class Reply(_Model):
+    """Right of reply: did the companies named respond to the allegations?"""
+
+    status: Literal["responded", "no_response", "statement"] = Field(
+        description="responded (💬), no_response (❌) or statement (free text)"
+    )
+    companies: list[str] = Field(default_factory=list, description="Companies the note is about")
+    text: Markdown
+
+    @property
+    def icon(self) -> str:
+        return REPLY_ICONS[self.status][0]
+
+    @property
+    def icon_label(self) -> str:
+        return REPLY_ICONS[self.status][1]
+
+
+REPLY_ICONS = {
+    "responded": ("💬", "Company response"),
+    "no_response": ("❌", "No response"),
+    "statement": ("", ""),
+}
+
+
+class CallToAction(_Model):
+    """A highlighted invitation, with an optional button."""
+
+    text: Markdown
+    button: str | None = Field(None, description="Button label; needs url")
+    url: Url | None = None
+
+
+class Story(_Model):
+    """A story: the lead, or a region's spotlight."""
+
+    kicker: str | None = Field(None, description="Country or theme before the headline: 'USA'")
+    headline: str
+    url: Url | None = Field(None, description="Where the headline links to")
+    sources: list[str] = Field(default_factory=list, description="Outlets: 'Mother Jones'")
+    image: Image | None = None
+    body: Markdown
+    replies: list[Reply] = Field(default_factory=list)
+    see_also: Markdown | None = Field(None, description="Shown after see_also_label")
+    see_also_label: str = "See also:"
+
+
+class Topic(_Model):
+    """A thematic 'in focus' topic."""
+
+    heading: str
+    body: Markdown
+    replies: list[Reply] = Field(default_factory=list)
+    cta: CallToAction | None = None
+
+
+class Region(_Model):
+    """A regional section: spotlight, other news and an 'explore all' link."""
+
+    name: str
+    spotlight_label: str = "Spotlight:"
+    spotlight: Story | None = None
+    other_news_label: str | None = Field(None, description="'Other news from the region:'")
+    other_news: list[Link] = Field(default_factory=list)
+    explore: Link | None = Field(None, description="'Explore all news from Africa ➡️'")
+
+
+class LeadBlock(_Model):
+    type: Literal["lead"]
+    heading: str | None = None
+    story: Story
+
+
+class LinksBlock(_Model):
+    type: Literal["links"]
+    heading: str | None = None
+    intro: Markdown | None = None
+    items: list[Link] = Field(default_factory=list)
+    outro: Markdown | None = None
+
+
+class FocusBlock(_Model):
+    type: Literal["focus"]
+    heading: str | None = None
+    topics: list[Topic]
+
+
+class RegionsBlock(_Model):
+    type: Literal["regions"]
+    heading: str | None = None
+    regions: list[Region]
+
+
+class TextBlock(_Model):
+    type: Literal["text"]
+    heading: str | None = None
+    body: Markdown = ""
+
+
+Block = Annotated[
+    LeadBlock | LinksBlock | FocusBlock | RegionsBlock | TextBlock,
+    Field(discriminator="type"),
+]
+
+
+class Footer(_Model):
+    links: list[Link] = Field(default_factory=list, description="Company responses, rejoinders")
+    address: str = Field(description="The organisation's postal address (required by CAN-SPAM)")
+    reason: Markdown | None = Field(None, description="Why the reader gets this email")
+    unsubscribe_label: str = "Unsubscribe"
+    view_online_label: str = "View in browser"
+
+
+class Newsletter(_Model):
+    """What stays the same from issue to issue."""
+
+    title: str = Field(description="'Weekly Update'")
+    organisation: str
+    url: Url = Field(description="The organisation's home page")
+    language: str = Field("en", pattern=r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")
+    theme: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    logo: Image | None = None
+    footer: Footer
+
+
+class Issue(_Model):
+    """One issue of the newsletter."""
+
+    newsletter: Newsletter
+    date: dt.date
+    subject: str = Field(min_length=1, max_length=200)
+    preheader: str = Field(description="Inbox preview line after the subject", max_length=250)
+    headline: str | None = Field(None, description="Title shown at the top; defaults to subject")
+    theme: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    sections: list[Block]
+
+    @property
+    def theme_name(self) -> str:
+        return self.theme or self.newsletter.theme
+
+    @property
+    def slug(self) -> str:
+        return self.date.isoformat()
+
+
+def json_schema() -> dict[str, object]:
+    schema = Issue.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "newsletter-composer issue"
+    return schema

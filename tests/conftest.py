@@ -1,0 +1,63 @@
+"""Shared fixtures. Tests never touch the user's data: every test runs with
+NEWSLETTER_HOME (and the working folder) in a temporary newsletter folder
+holding a copy of the seed issue, and with no SMTP settings from outside."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SEED_ISSUE = REPO / "issues" / "2025-04-16.yaml"
+SEED_TEXT = REPO.parent / "shared" / "seed" / "weekly-update-2025-04-16.txt"
+ARTIFACTS = Path(os.environ.get("NEWSLETTER_TEST_ARTIFACTS", REPO / "test-artifacts"))
+CHROMIUM = "/usr/bin/chromium"
+
+_ENV_PREFIXES = ("SMTP_", "NEWSLETTER_")
+
+
+@pytest.fixture(autouse=True)
+def newsletter_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith(_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    (home / "issues").mkdir(parents=True)
+    shutil.copy(SEED_ISSUE, home / "issues" / SEED_ISSUE.name)
+    monkeypatch.setenv("NEWSLETTER_HOME", str(home))
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "test-secret-key")
+    monkeypatch.chdir(home)
+    return home
+
+
+def normalise(text: str) -> str:
+    """Compare text as a reader sees it: NFC, one space, case-folded."""
+    text = unicodedata.normalize("NFC", text).replace("\u00a0", " ")
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def seed_content_lines() -> list[str]:
+    """Every line of the newsletter in the seed, down to 'Company non-responses'."""
+    lines = []
+    for raw in SEED_TEXT.read_text(encoding="utf-8").splitlines():
+        line = normalise(raw)
+        if line:
+            lines.append(line)
+        if line == "company non-responses":
+            break
+    return lines
+
+
+def chromium_available() -> bool:
+    """Whether the browser tests can run; CI sets NEWSLETTER_REQUIRE_BROWSER=1
+    so that a missing browser fails there instead of skipping."""
+    if Path(CHROMIUM).exists():
+        return True
+    if os.environ.get("NEWSLETTER_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium")
+    return False

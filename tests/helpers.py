@@ -1,0 +1,25 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from composer.cli import app
+
+
+def run(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+    """Run the CLI in-process; stderr is kept apart from stdout."""
+    return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
+
+
+def write_issue(home: Path, name: str, replace: list[tuple[str, str]]) -> Path:
+    """A variant of the seed issue in ``home/issues/name``."""
+    source = (home / "issues" / "2025-04-16.yaml").read_text(encoding="utf-8")
+    for old, new in replace:
+        assert old in source, old
+        source = source.replace(old, new, 1)
+    path = home / "issues" / name
+    path.write_text(source, encoding="utf-8")
+    return path

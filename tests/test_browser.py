@@ -1,0 +1,61 @@
+"""The built email in a real headless Chromium (Debian's), at phone and desktop width."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ARTIFACTS, CHROMIUM, chromium_available
+from tests.helpers import run
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed"),
+]
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _columns(page) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Bounding boxes of the first region's spotlight and other-news columns."""
+    return page.evaluate("""() => ['.spotlight', '.more'].map(sel => {
+        const r = document.querySelector(sel).getBoundingClientRect();
+        return {x: r.x, y: r.y, w: r.width, bottom: r.bottom};
+    })""")
+
+
+@pytest.mark.parametrize("width", [375, 800])
+def test_email_is_responsive(browser, newsletter_home: Path, width: int) -> None:  # type: ignore[no-untyped-def]
+    assert run("build", "2025-04-16").exit_code == 0
+    html = newsletter_home / "build" / "2025-04-16" / "email.html"
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    # Loaded as a file with every network request blocked: the email needs none to lay out.
+    page.route("http*://**", lambda route: route.abort())
+    page.goto(html.as_uri())
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    spot, more = _columns(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"email-{width}.png"), full_page=True)
+    page.close()
+    assert scroll_width <= width  # no horizontal scrolling
+    if width == 375:
+        assert spot["w"] > 300 and more["w"] > 300  # full width each
+        assert more["y"] >= spot["bottom"] - 1  # stacked
+    else:
+        assert abs(spot["y"] - more["y"]) < 1 and more["x"] > spot["x"] + spot["w"] - 1  # side by side
+        assert spot["w"] + more["w"] <= 601
