@@ -49,6 +49,10 @@ class TransportError(ComposerError):
     """The SMTP server or the outbox could not be reached or refused us."""
 
 
+class ConnectError(TransportError):
+    """A connection could not be made or was lost: worth trying again."""
+
+
 class AuthError(TransportError):
     """The SMTP server refused our credentials: stop the whole run."""
 

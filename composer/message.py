@@ -190,6 +190,9 @@ class MessageTemplate:
                 self._slots.append((len(self._parts), part[0], part[1] is _html_value))
                 self._parts.append(b"")
         self._constant: dict[tuple[str, bool], tuple[str, bytes]] = {}
+        # The SMTP wire form: every chunk starts at a line start, so each can be
+        # dot-stuffed on its own, once per issue for the static ones.
+        self._wire_parts = [_dot_stuff(p) for p in self._parts] + [b".\r\n"]
         self._id_hash = hashlib.sha256(f"{self.list_id}\x00{self.slug}\x00".encode())
 
     def message_id(self, recipient_key: str) -> str:
@@ -208,15 +211,16 @@ class MessageTemplate:
             self._constant[field, in_html] = (value, encoded)
         return encoded
 
-    def build_chunks(self, r: Recipient) -> list[bytes]:
+    def build_chunks(self, r: Recipient, wire: bool = False) -> list[bytes]:
         """The message for one recipient as chunks to write in order.
 
         The static chunks are shared, not copied: transports hand the list to
         ``socket.sendmsg`` or ``writelines``, so nobody copies the 60-100 KB
-        body per message.
+        body per message. ``wire=True`` gives the SMTP DATA form: dot-stuffed
+        and ending with the lone ``.`` line.
         """
         values = field_values(r)
-        out = self._parts.copy()
+        out = (self._wire_parts if wire else self._parts).copy()
         out[0] = self._static_headers
         out[1] = (
             f"To: {_mailbox(values['name'], values['email'])}\r\n"
@@ -228,13 +232,22 @@ class MessageTemplate:
         for index, field, in_html in self._slots:
             encoded = done.get((field, in_html))
             if encoded is None:
-                encoded = done[field, in_html] = self._encode(field, values[field], in_html)
+                encoded = self._encode(field, values[field], in_html)
+                if wire:
+                    encoded = _dot_stuff(encoded)
+                done[field, in_html] = encoded
             out[index] = encoded
         return out
 
     def build(self, r: Recipient) -> bytes:
         """The whole message for one recipient, CRLF line ends, not dot-stuffed."""
         return b"".join(self.build_chunks(r))
+
+
+def _dot_stuff(chunk: bytes) -> bytes:
+    """RFC 5321 4.5.2 for a chunk that starts at a line start."""
+    chunk = chunk.replace(b"\r\n.", b"\r\n..")
+    return b"." + chunk if chunk.startswith(b".") else chunk
 
 
 def _raw(value: str) -> str:

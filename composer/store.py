@@ -1,0 +1,442 @@
+"""SQLite storage: migrations, subscribers, lists, the delivery log, events.
+
+The only module that imports sqlite3. Every sqlite3 error is re-raised as
+``StoreError`` naming the database file. WAL with ``synchronous=NORMAL``: every
+committed transaction survives a crash of the process (kill -9), which is
+what resume relies on; it is not power-loss safe (see docs/NOTES.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from composer.errors import StoreError
+
+STATUSES = ("active", "unsubscribed", "bounced", "complained")
+STATES = ("pending", "sending", "sent", "deferred", "failed", "in_doubt")
+
+MIGRATIONS: list[str] = [
+    # 1: subscribers, lists, deliveries
+    """
+    CREATE TABLE subscribers (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'active'
+            CHECK (status IN ('active', 'unsubscribed', 'bounced', 'complained')),
+        language TEXT NOT NULL DEFAULT '',
+        attributes TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        status_changed_at TEXT
+    );
+    CREATE INDEX subscribers_status ON subscribers (status, id);
+    CREATE TABLE lists (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+    CREATE TABLE memberships (
+        list_id INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+        PRIMARY KEY (list_id, subscriber_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX memberships_subscriber ON memberships (subscriber_id);
+    CREATE TABLE sends (
+        issue TEXT PRIMARY KEY,
+        digest TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        issue TEXT NOT NULL REFERENCES sends (issue),
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'sending', 'sent', 'deferred', 'failed', 'in_doubt')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        reply TEXT NOT NULL DEFAULT '',
+        updated_at TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (issue, subscriber_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_state ON deliveries (issue, state, subscriber_id);
+    """,
+    # 2: an audit trail of status changes (unsubscribes, bounces)
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        subscriber_id INTEGER REFERENCES subscribers (id) ON DELETE SET NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        at TEXT NOT NULL
+    );
+    """,
+]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    status: str
+    language: str
+    attributes: dict[str, Any]
+    lists: list[str]
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    subscriber_id: int
+    email: str
+    name: str
+    attempts: int
+
+
+class Store:
+    """One connection to the newsletter's database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self.migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the database: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the database: {exc.strerror}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+        try:
+            yield self.db
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: {exc}") from None
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.db.execute(sql, tuple(args)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+
+    def migrate(self) -> int:
+        """Apply the migrations not yet applied; return the schema version."""
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {row[0] for row in self.db.execute("SELECT version FROM schema_migrations")}
+        if len(done) > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: made by a newer newsletter-composer "
+                             f"(schema {max(done)}); upgrade to use it")
+        for version, sql in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            with self.transaction() as db:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now_iso()))
+        return len(MIGRATIONS)
+
+    # -- subscribers ----------------------------------------------------------
+
+    def list_id(self, db: sqlite3.Connection, name: str) -> int:
+        db.execute("INSERT OR IGNORE INTO lists (name) VALUES (?)", (name,))
+        row = db.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
+        return int(row[0])
+
+    def upsert(self, db: sqlite3.Connection, email: str, name: str, language: str,
+               attributes: dict[str, Any], lists: Iterable[str], status: str | None,
+               stamp: str) -> tuple[int, str]:
+        """Insert or merge one subscriber; returns (id, outcome).
+
+        outcome: "added", "updated", or "suppressed" when the address had
+        unsubscribed, bounced or complained (it stays so: re-importing an old
+        list must never re-subscribe anyone).
+        """
+        row = db.execute("SELECT id, status, name, language, attributes FROM subscribers "
+                         "WHERE email = ?", (email,)).fetchone()
+        if row is None:
+            cur = db.execute(
+                "INSERT INTO subscribers (email, name, status, language, attributes, "
+                "created_at, updated_at, status_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (email, name, status or "active", language, json.dumps(attributes,
+                 ensure_ascii=False), stamp, stamp, stamp))
+            sid, outcome = int(cur.lastrowid or 0), "added"
+        else:
+            sid, old_status = int(row[0]), row[1]
+            merged = {**json.loads(row[4] or "{}"), **attributes}
+            new_status = old_status
+            if status in ("unsubscribed", "bounced", "complained") and old_status == "active":
+                new_status = status
+            db.execute(
+                "UPDATE subscribers SET name = ?, language = ?, attributes = ?, status = ?, "
+                "updated_at = ?, status_changed_at = CASE WHEN status = ? "
+                "THEN status_changed_at ELSE ? END WHERE id = ?",
+                (name or row[2], language or row[3], json.dumps(merged, ensure_ascii=False),
+                 new_status, stamp, new_status, stamp, sid))
+            outcome = "suppressed" if old_status != "active" else "updated"
+        for list_name in lists:
+            db.execute("INSERT OR IGNORE INTO memberships VALUES (?, ?)",
+                       (self.list_id(db, list_name), sid))
+        return sid, outcome
+
+    def set_status(self, email: str, status: str, detail: str) -> Subscriber | None:
+        with self.transaction() as db:
+            row = db.execute("SELECT id, status FROM subscribers WHERE email = ?",
+                             (email,)).fetchone()
+            if row is None:
+                return None
+            if row[1] != status:
+                self._set_status(db, int(row[0]), status, detail)
+        return self.subscriber(email)
+
+    def _set_status(self, db: sqlite3.Connection, sid: int, status: str, detail: str) -> None:
+        stamp = now_iso()
+        db.execute("UPDATE subscribers SET status = ?, status_changed_at = ?, updated_at = ? "
+                   "WHERE id = ?", (status, stamp, stamp, sid))
+        db.execute("INSERT INTO events (subscriber_id, kind, detail, at) VALUES (?, ?, ?, ?)",
+                   (sid, status, detail, stamp))
+
+    def unsubscribe_id(self, sid: int, detail: str) -> bool:
+        """Unsubscribe by id (one-click); True if that subscriber exists."""
+        with self.transaction() as db:
+            row = db.execute("SELECT status FROM subscribers WHERE id = ?", (sid,)).fetchone()
+            if row is None:
+                return False
+            if row[0] == "active":
+                self._set_status(db, sid, "unsubscribed", detail)
+        return True
+
+    def remove(self, email: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount > 0
+
+    def _subscriber(self, row: tuple[Any, ...]) -> Subscriber:
+        return Subscriber(id=row[0], email=row[1], name=row[2], status=row[3], language=row[4],
+                          attributes=json.loads(row[5] or "{}"),
+                          lists=sorted(filter(None, (row[6] or "").split("\x1f"))),
+                          created_at=row[7], updated_at=row[8])
+
+    _SELECT = ("SELECT s.id, s.email, s.name, s.status, s.language, s.attributes, "
+               "(SELECT group_concat(l.name, char(31)) FROM memberships m "
+               " JOIN lists l ON l.id = m.list_id WHERE m.subscriber_id = s.id), "
+               "s.created_at, s.updated_at FROM subscribers s")
+
+    def subscriber(self, email: str) -> Subscriber | None:
+        rows = self.query(self._SELECT + " WHERE s.email = ?", (email,))
+        return self._subscriber(rows[0]) if rows else None
+
+    def subscriber_by_id(self, sid: int) -> Subscriber | None:
+        rows = self.query(self._SELECT + " WHERE s.id = ?", (sid,))
+        return self._subscriber(rows[0]) if rows else None
+
+    def _filter(self, status: str | None, list_name: str | None) -> tuple[str, list[Any]]:
+        where, args = [], []
+        if status:
+            where.append("s.status = ?")
+            args.append(status)
+        if list_name:
+            where.append("s.id IN (SELECT m.subscriber_id FROM memberships m JOIN lists l "
+                         "ON l.id = m.list_id WHERE l.name = ?)")
+            args.append(list_name)
+        return (" WHERE " + " AND ".join(where) if where else ""), args
+
+    def subscribers(self, status: str | None = None, list_name: str | None = None,
+                    batch: int = 1000) -> Iterator[Subscriber]:
+        """All matching subscribers by id, read in batches (memory stays flat)."""
+        where, args = self._filter(status, list_name)
+        last = 0
+        joiner = " AND " if where else " WHERE "
+        while True:
+            rows = self.query(self._SELECT + where + joiner + "s.id > ? ORDER BY s.id LIMIT ?",
+                              [*args, last, batch])
+            yield from (self._subscriber(r) for r in rows)
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    def count_by_status(self, list_name: str | None = None) -> dict[str, int]:
+        where, args = self._filter(None, list_name)
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in self.query(f"SELECT s.status, count(*) FROM subscribers s{where} "
+                                    "GROUP BY s.status", args):
+            counts[status] = n
+        return counts
+
+    def list_exists(self, name: str) -> bool:
+        return bool(self.query("SELECT 1 FROM lists WHERE name = ?", (name,)))
+
+    # -- sends and deliveries -------------------------------------------------
+
+    def send_record(self, issue: str) -> tuple[str, str] | None:
+        rows = self.query("SELECT digest, subject FROM sends WHERE issue = ?", (issue,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def start_send(self, issue: str, digest: str, subject: str) -> None:
+        stamp = now_iso()
+        with self.transaction() as db:
+            db.execute("INSERT INTO sends VALUES (?, ?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE "
+                       "SET digest = excluded.digest, subject = excluded.subject, "
+                       "updated_at = excluded.updated_at", (issue, digest, subject, stamp, stamp))
+
+    def audience_sql(self, list_name: str | None) -> tuple[str, list[Any]]:
+        """Active subscribers (of a list) who have no delivery row for the issue yet."""
+        sql = ("FROM subscribers s WHERE s.status = 'active' AND NOT EXISTS "
+               "(SELECT 1 FROM deliveries d WHERE d.issue = ? AND d.subscriber_id = s.id)")
+        if list_name:
+            sql += (" AND s.id IN (SELECT m.subscriber_id FROM memberships m JOIN lists l "
+                    "ON l.id = m.list_id WHERE l.name = ?)")
+        return sql, ([list_name] if list_name else [])
+
+    def count_new(self, issue: str, list_name: str | None) -> int:
+        sql, args = self.audience_sql(list_name)
+        return int(self.query("SELECT count(*) " + sql, [issue, *args])[0][0])
+
+    def enqueue(self, issue: str, list_name: str | None, limit: int | None) -> int:
+        sql, args = self.audience_sql(list_name)
+        tail = " ORDER BY s.id" + (" LIMIT ?" if limit is not None else "")
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO deliveries (issue, subscriber_id, state, updated_at) "
+                "SELECT ?, s.id, 'pending', ? " + sql + tail,
+                [issue, now_iso(), issue, *args, *([limit] if limit is not None else [])])
+            return cur.rowcount
+
+    def settle_interrupted(self, issue: str) -> int:
+        """Rows left 'sending' by a run that died are in doubt: the message may
+        or may not have reached the server. Call only while holding the send lock."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE deliveries SET state = 'in_doubt', updated_at = ?, reply = "
+                "'the sending process stopped while this message was in flight' "
+                "WHERE issue = ? AND state = 'sending'", (now_iso(), issue)).rowcount
+
+    def requeue_in_doubt(self, issue: str) -> int:
+        with self.transaction() as db:
+            return db.execute("UPDATE deliveries SET state = 'pending' WHERE issue = ? AND "
+                              "state = 'in_doubt'", (issue,)).rowcount
+
+    def due(self, issue: str, after_id: int, now: float, limit: int) -> list[Delivery]:
+        """Pending or due deferred deliveries after ``after_id``, in id order."""
+        rows = self.query(
+            "SELECT d.subscriber_id, s.email, s.name, d.attempts FROM deliveries d "
+            "JOIN subscribers s ON s.id = d.subscriber_id WHERE d.issue = ? AND "
+            "d.subscriber_id > ? AND (d.state = 'pending' OR (d.state = 'deferred' AND "
+            "d.next_attempt_at <= ?)) AND s.status = 'active' ORDER BY d.subscriber_id LIMIT ?",
+            (issue, after_id, now, limit))
+        return [Delivery(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def next_deferred_at(self, issue: str) -> float | None:
+        rows = self.query("SELECT min(next_attempt_at) FROM deliveries WHERE issue = ? "
+                          "AND state = 'deferred'", (issue,))
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    def counts(self, issue: str) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for state, n in self.query("SELECT state, count(*) FROM deliveries WHERE issue = ? "
+                                   "GROUP BY state", (issue,)):
+            counts[state] = n
+        return counts
+
+    def problems(self, issue: str, states: tuple[str, ...],
+                 limit: int = 50) -> list[tuple[str, str, str, int]]:
+        marks = ",".join("?" * len(states))
+        return [(r[0], r[1], r[2], r[3]) for r in self.query(
+            "SELECT s.email, d.state, d.reply, d.attempts FROM deliveries d JOIN subscribers s "
+            f"ON s.id = d.subscriber_id WHERE d.issue = ? AND d.state IN ({marks}) "
+            "ORDER BY d.updated_at, s.email LIMIT ?", (issue, *states, limit))]
+
+
+class DeliveryLog:
+    """A worker's own connection for recording results, one commit per message.
+
+    ``step`` writes the outcome of the previous message and marks the next one
+    'sending' in the same transaction, so a crash leaves at most one row per
+    connection in 'sending' (then reported in doubt), at one commit a message.
+    """
+
+    def __init__(self, path: Path, issue: str) -> None:
+        self.path = path
+        self.issue = issue
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: {exc}") from None
+
+    def step(self, outcome: tuple[int, str, str, int, float, str | None] | None,
+             start: int | None) -> None:
+        """outcome: (subscriber id, state, reply, attempts, next attempt at, new status)."""
+        stamp = now_iso()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            if outcome is not None:
+                sid, state, reply, attempts, next_at, status = outcome
+                self.db.execute(
+                    "UPDATE deliveries SET state = ?, reply = ?, attempts = ?, "
+                    "next_attempt_at = ?, updated_at = ? WHERE issue = ? AND subscriber_id = ?",
+                    (state, reply[:500], attempts, next_at, stamp, self.issue, sid))
+                if status is not None:
+                    self.db.execute(
+                        "UPDATE subscribers SET status = ?, status_changed_at = ?, "
+                        "updated_at = ? WHERE id = ? AND status = 'active'",
+                        (status, stamp, stamp, sid))
+                    self.db.execute("INSERT INTO events (subscriber_id, kind, detail, at) "
+                                    "VALUES (?, ?, ?, ?)", (sid, status, reply[:500], stamp))
+            if start is not None:
+                self.db.execute("UPDATE deliveries SET state = 'sending', updated_at = ? "
+                                "WHERE issue = ? AND subscriber_id = ?",
+                                (stamp, self.issue, start))
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
+
+    def close(self) -> None:
+        self.db.close()
+

@@ -1,0 +1,248 @@
+"""Subscriber addresses and CSV import/export.
+
+Addresses are normalised once, here: trimmed, Unicode NFC, validated by
+email-validator without DNS, the domain in ASCII (IDNA) so that it can go on
+the wire, and the whole address lower-cased so that ``Ana@X.org`` and
+``ana@x.org`` are one subscriber (providers treat local parts
+case-insensitively in practice).
+
+The import streams: rows are read, checked and written in transactions of a
+few thousand, so memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from composer.errors import SubscriberError
+from composer.message import clean
+from composer.store import STATUSES, Store, now_iso
+
+BATCH = 2000
+_EMAIL_COLUMNS = ("email", "email address", "e-mail", "e-mail address", "mail", "address")
+_NAME_COLUMNS = ("name", "full name", "fullname", "display name")
+_FIRST_COLUMNS = ("first name", "firstname", "fname", "given name")
+_LAST_COLUMNS = ("last name", "lastname", "lname", "surname", "family name")
+_LANGUAGE_COLUMNS = ("language", "lang", "locale")
+_LIST_COLUMNS = ("lists", "list", "tags")
+_STATUS_COLUMNS = ("status",)
+# Mailchimp exports "cleaned" (bounced) and "unsubscribed" in separate files,
+# and a status column in audience exports.
+_STATUS_WORDS = {"subscribed": "active", "active": "active", "unsubscribed": "unsubscribed",
+                 "cleaned": "bounced", "bounced": "bounced", "complained": "complained"}
+
+
+def normalise_email(raw: str) -> str:
+    from email_validator import EmailNotValidError, validate_email
+
+    text = unicodedata.normalize("NFC", raw.strip())
+    if not text:
+        raise SubscriberError("the email address is empty")
+    try:
+        result = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise SubscriberError(f"{raw.strip()!r} is not a valid email address: {exc}") from None
+    return str(result.ascii_email or result.normalized).lower()
+
+
+def normalise_name(raw: str) -> str:
+    return clean(unicodedata.normalize("NFC", raw), 200)
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    updated: int = 0  # merged into an existing subscriber (or a row earlier in the file)
+    suppressed: int = 0  # unsubscribed, bounced or complained: left so
+    rejected: int = 0
+    rejects_file: Path | None = None
+    problems: list[str] = field(default_factory=list)  # the first few, for the terminal
+
+
+def _sniff_delimiter(first_line: str) -> str:
+    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
+    return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+
+
+def _find(header: list[str], names: tuple[str, ...]) -> int | None:
+    for i, column in enumerate(header):
+        if column in names:
+            return i
+    return None
+
+
+@dataclass(frozen=True)
+class _Columns:
+    email: int
+    name: int | None
+    first: int | None
+    last: int | None
+    language: int | None
+    lists: int | None
+    status: int | None
+    other: list[tuple[int, str]]
+
+    @classmethod
+    def from_header(cls, raw_header: list[str], path: Path) -> _Columns:
+        header = [h.strip().strip("\ufeff").lower() for h in raw_header]
+        email = _find(header, _EMAIL_COLUMNS)
+        if email is None:
+            raise SubscriberError(
+                f"{path}:1: no email column; name one 'email' (found: {', '.join(raw_header)})")
+        known = {email}
+        picks: dict[str, int | None] = {}
+        for key, names in (("name", _NAME_COLUMNS), ("first", _FIRST_COLUMNS),
+                           ("last", _LAST_COLUMNS), ("language", _LANGUAGE_COLUMNS),
+                           ("lists", _LIST_COLUMNS), ("status", _STATUS_COLUMNS)):
+            found = picks[key] = _find(header, names)
+            if found is not None:
+                known.add(found)
+        other = [(i, raw_header[i].strip()) for i in range(len(header))
+                 if i not in known and raw_header[i].strip()]
+        return cls(email=email, other=other, **picks)
+
+
+def _cell(row: list[str], index: int | None) -> str:
+    return row[index].strip() if index is not None and index < len(row) else ""
+
+
+def _split_lists(text: str) -> list[str]:
+    """Mailchimp writes tags as '"a","b"'; we also accept 'a, b' and 'a|b'."""
+    parts = [p.strip().strip('"').strip() for p in text.replace("|", ",").split(",")]
+    return [p for p in parts if p]
+
+
+def _rows(handle: IO[str], path: Path) -> Iterator[tuple[int, list[str]]]:
+    first = handle.readline()
+    delimiter = _sniff_delimiter(first)
+    reader = csv.reader(_chain(first, handle), delimiter=delimiter)
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as exc:
+        raise SubscriberError(f"{path}:{reader.line_num}: unreadable CSV: {exc}") from None
+
+
+def _chain(first: str, rest: IO[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def import_csv(store: Store, path: Path, list_name: str | None) -> ImportReport:
+    """Import every valid row; write the others to ``<file>.rejects.csv``.
+
+    Rows for an address already in the database (or earlier in the file) are
+    merged into it; an address that unsubscribed, bounced or complained stays so.
+    """
+    report = ImportReport()
+    rejects_path = path.with_name(path.stem + ".rejects.csv")
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise SubscriberError(f"{path}: cannot read: {exc.strerror}") from None
+    rejects: IO[str] | None = None
+    rejects_writer: Any = None
+    extra_lists = [list_name] if list_name else []
+    with handle:
+        rows = _rows(handle, path)
+        try:
+            _, header = next(rows)
+        except StopIteration:
+            raise SubscriberError(f"{path}: the file is empty") from None
+        except UnicodeDecodeError:
+            raise SubscriberError(f"{path}: not UTF-8 text; export it as UTF-8 CSV") from None
+        columns = _Columns.from_header(header, path)
+        pending: list[_Row] = []
+
+        def flush() -> None:
+            stamp = now_iso()
+            with store.transaction() as db:
+                for email, name, language, attributes, lists, status in pending:
+                    _, outcome = store.upsert(db, email, name, language, attributes,
+                                              [*lists, *extra_lists], status, stamp)
+                    setattr(report, outcome, getattr(report, outcome) + 1)
+            pending.clear()
+
+        try:
+            for line, row in rows:
+                if not any(cell.strip() for cell in row):
+                    continue
+                try:
+                    pending.append(_parse(row, columns))
+                except SubscriberError as exc:
+                    report.rejected += 1
+                    if len(report.problems) < 20:
+                        report.problems.append(f"{path}:{line}: {exc}")
+                    if rejects is None:
+                        rejects = rejects_path.open("w", encoding="utf-8", newline="")
+                        rejects_writer = csv.writer(rejects)
+                        rejects_writer.writerow(["line", "reason", *header])
+                    rejects_writer.writerow([line, str(exc), *row])
+                    continue
+                if len(pending) >= BATCH:
+                    flush()
+            if pending:
+                flush()
+        except UnicodeDecodeError as exc:
+            raise SubscriberError(f"{path}: not UTF-8 text ({exc.reason}); export it as "
+                                  "UTF-8 CSV; the rows before it were imported") from None
+        finally:
+            if rejects is not None:
+                rejects.close()
+                report.rejects_file = rejects_path
+    return report
+
+
+_Row = tuple[str, str, str, dict[str, Any], list[str], str | None]
+
+
+def _parse(row: list[str], columns: _Columns) -> _Row:
+    email = normalise_email(_cell(row, columns.email))
+    name = _cell(row, columns.name) or " ".join(
+        filter(None, (_cell(row, columns.first), _cell(row, columns.last))))
+    status_word = _cell(row, columns.status).lower()
+    status = None
+    if status_word:
+        status = _STATUS_WORDS.get(status_word)
+        if status is None:
+            raise SubscriberError(f"status {status_word!r} is not one of "
+                                  f"{', '.join(sorted(_STATUS_WORDS))}")
+    attributes = {label: _cell(row, i) for i, label in columns.other if _cell(row, i)}
+    return (email, normalise_name(name), _cell(row, columns.language)[:20], attributes,
+            _split_lists(_cell(row, columns.lists)), status)
+
+
+EXPORT_COLUMNS = ["email", "name", "status", "language", "lists", "attributes", "created_at",
+                  "updated_at"]
+
+
+def export_csv(store: Store, out: IO[str]) -> int:
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    n = 0
+    for s in store.subscribers():
+        writer.writerow([s.email, s.name, s.status, s.language, "|".join(s.lists),
+                         json.dumps(s.attributes, ensure_ascii=False) if s.attributes else "",
+                         s.created_at, s.updated_at])
+        n += 1
+    return n
+
+
+def check_status(status: str | None) -> None:
+    if status is not None and status not in STATUSES:
+        raise SubscriberError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+
+
+def add(store: Store, email: str, name: str, lists: list[str], language: str) -> tuple[str, str]:
+    address = normalise_email(email)
+    with store.transaction() as db:
+        _, outcome = store.upsert(db, address, normalise_name(name), language, {}, lists, None,
+                                  now_iso())
+    return address, outcome
+
