@@ -422,12 +422,12 @@ def status(issue: IssueArg) -> None:
     from composer.delivery import status as issue_status
 
     with _errors():
-        slug, counts, problems = issue_status(issue, _settings())
-    typer.echo(f"issue {slug}")
-    for state, n in counts.items():
-        typer.echo(f"  {state:<10}{n:>9,}")
-    for email, state, reply, attempts in problems:
-        typer.echo(f"{state:<9} {email}  {reply}  (attempts: {attempts})")
+        report = issue_status(issue, _settings())
+    typer.echo(f"issue {report.issue}" + ("  (a send is running)" if report.running else ""))
+    for label, n in report.counts.items():
+        typer.echo(f"  {label:<13}{n:>9,}")
+    for email, label, reply, attempts in report.problems:
+        typer.echo(f"{label:<9} {email}  {reply}  (attempts: {attempts})")
 
 
 def main() -> None:

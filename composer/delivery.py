@@ -181,6 +181,18 @@ class SendLock:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
 
+    def held(self) -> bool:
+        """Whether a send is running now (without taking the lock)."""
+        if not self.path.exists():
+            return False
+        with self.path.open("a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
 
 class RateLimiter:
     """Evenly spaced sends: at most ``per_second`` and ``per_hour``."""
@@ -478,11 +490,33 @@ def send_test_copy(spec: str, settings: Settings, address: str) -> tuple[str, Re
     return transport.label, result
 
 
-def status(spec: str, settings: Settings) -> tuple[str, dict[str, int],
-                                                  list[tuple[str, str, str, int]]]:
+STATE_LABELS = {"sent": "sent", "pending": "not yet sent", "deferred": "deferred",
+                "failed": "failed", "in_doubt": "in doubt", "sending": "in flight"}
+
+
+@dataclass(frozen=True)
+class IssueStatus:
+    issue: str
+    counts: dict[str, int]  # keyed by STATE_LABELS values
+    running: bool
+    problems: list[tuple[str, str, str, int]]  # (email, label, reply, attempts)
+
+
+def status(spec: str, settings: Settings) -> IssueStatus:
+    """The delivery log of an issue. Rows a stopped run left in flight are
+    shown as in doubt (they are, and the next send records them so)."""
     path = resolve_issue_path(spec, settings.home)
     slug = path.stem[:10] if path.suffix in (".yaml", ".yml") else spec
+    running = SendLock(settings.db_path).held()
     with Store(settings.db_path) as store:
         counts = store.counts(slug)
         problems = store.problems(slug, ("failed", "in_doubt", "deferred", "sending"))
-    return slug, counts, problems
+    if not running:
+        counts["in_doubt"] += counts.pop("sending")
+    shown = []
+    for email, state, reply, attempts in problems:
+        if state == "sending" and not running:
+            state = "in_doubt"
+            reply = reply or "the sending process stopped while this message was in flight"
+        shown.append((email, STATE_LABELS[state], reply, attempts))
+    return IssueStatus(slug, {STATE_LABELS[k]: v for k, v in counts.items()}, running, shown)

@@ -1,0 +1,117 @@
+"""Crash and interrupt a real sending process, then resume it.
+
+The server counts what it accepted. After resuming, every subscriber has the
+issue, and the only ones who got it twice are among those the database
+reported in doubt (at most one per connection).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.smtp_server import Handler, running
+
+N = 240
+CONNECTIONS = 3
+
+
+def _populate(home: Path) -> list[str]:
+    csv = home / "subscribers.csv"
+    addresses = [f"r{i:04d}@example.org" for i in range(N)]
+    csv.write_text("email,name\n" + "".join(f"{a},Reader {i}\n" for i, a in enumerate(addresses)))
+    _cli(home, {}, "subscribers", "import", str(csv))
+    return addresses
+
+
+def _env(home: Path, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
+    env.update({"NEWSLETTER_HOME": str(home), "NEWSLETTER_SECRET_KEY": "k", **extra})
+    return env
+
+
+def _cli(home: Path, extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "composer", *args], cwd=home,
+                          env=_env(home, extra), capture_output=True, text=True, timeout=120)
+
+
+def _start_send(home: Path, extra: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "composer", "send", "2025-04-16", "--yes", "--connections",
+         str(CONNECTIONS)], cwd=home, env=_env(home, extra), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(handler: Handler, count: int, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while len(handler.received) < count:
+        assert proc.poll() is None, "the send finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+
+
+def _states(home: Path) -> dict[str, set[str]]:
+    db = sqlite3.connect(home / "newsletter.db")
+    try:
+        out: dict[str, set[str]] = {}
+        for state, email in db.execute("SELECT d.state, s.email FROM deliveries d JOIN "
+                                       "subscribers s ON s.id = d.subscriber_id"):
+            out.setdefault(state, set()).add(email)
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return out
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_a_random_point_then_resume(newsletter_home: Path, seed: int) -> None:
+    addresses = _populate(newsletter_home)
+    handler = Handler(delay=0.004)
+    with running(handler) as server:
+        proc = _start_send(newsletter_home, server.env())
+        _wait_for(handler, random.Random(seed).randint(5, N - 40), proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        in_flight = _states(newsletter_home).get("sending", set())
+        assert len(in_flight) <= CONNECTIONS
+        status = _cli(newsletter_home, server.env(), "status", "2025-04-16")
+        resumed = _cli(newsletter_home, server.env(), "send", "2025-04-16", "--yes",
+                       "--resend-in-doubt")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"  in doubt     {len(in_flight):>9,}" in status.stdout
+    if in_flight:
+        assert (f"{len(in_flight)} message(s) were in flight when an earlier run stopped"
+                in resumed.stdout)
+    got = handler.recipients()
+    assert set(got) == set(addresses)  # nobody skipped
+    twice = {a for a, n in got.items() if n > 1}
+    assert twice <= in_flight  # duplicates only among the in-doubt ones
+    assert max(got.values()) <= 2
+    assert _states(newsletter_home) == {"sent": set(addresses)}
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(newsletter_home: Path) -> None:
+    addresses = _populate(newsletter_home)
+    handler = Handler(delay=0.004)
+    with running(handler) as server:
+        proc = _start_send(newsletter_home, server.env())
+        _wait_for(handler, 30, proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        states = _states(newsletter_home)
+        resumed = _cli(newsletter_home, server.env(), "send", "2025-04-16", "--yes")
+    assert proc.returncode == 130, err
+    assert "stopped: interrupted (Ctrl-C)" in err
+    assert "resume with: newsletter send 2025-04-16" in err
+    assert "sending" not in states and "in_doubt" not in states  # a clean stop
+    assert 0 < len(states["sent"]) < N
+    assert resumed.returncode == 0, resumed.stderr
+    assert handler.recipients() == {a: 1 for a in addresses}
