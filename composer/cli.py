@@ -283,6 +283,20 @@ def subscribers_count(list_name: ListOpt = None) -> None:
     typer.echo(f"{'total':<13}{sum(counts.values()):>9,}")
 
 
+@subscribers_app.command("unsubscribe-mailbox")
+def subscribers_unsubscribe_mailbox(
+    mailbox: Annotated[Path, typer.Argument(help="Maildir folder or mbox file.")],
+) -> None:
+    """Apply unsubscribe requests mailed to the List-Unsubscribe mailto: address."""
+    from composer.subscribers import unsubscribe_from_mailbox
+
+    with _store() as store:
+        report = unsubscribe_from_mailbox(store, _settings().secret_key.get(), mailbox)
+    typer.echo(f"{report.applied} unsubscribe request(s) applied")
+    for sender in report.unmatched:
+        typer.echo(f"no valid token, handle by hand: {sender}")
+
+
 # -- sending -----------------------------------------------------------------
 
 def _progress_printer() -> Callable[[Progress], None]:
@@ -348,6 +362,8 @@ def send(
     from composer.delivery import dry_run as build_all
 
     settings = _settings_checked()
+    with _errors():
+        _require_secret(settings, settings.uses_smtp and test is None)
     options = SendOptions(list_name=list_name, limit=limit, connections=connections,
                           rate_per_second=rate, rate_per_hour=per_hour, force=force,
                           resend_in_doubt=resend_in_doubt, retry_delay=retry_delay,
@@ -428,6 +444,93 @@ def status(issue: IssueArg) -> None:
         typer.echo(f"  {label:<13}{n:>9,}")
     for email, label, reply, attempts in report.problems:
         typer.echo(f"{label:<9} {email}  {reply}  (attempts: {attempts})")
+
+
+# -- the web -----------------------------------------------------------------
+
+@app.command()
+def preview(
+    issue: IssueArg,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 8040,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open it in a browser.")] = False,
+    as_email: Annotated[
+        str | None, typer.Option("--as", help="Personalise as this subscriber.")
+    ] = None,
+) -> None:
+    """Preview an issue in the browser, as sent; it updates as you edit the file or templates."""
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    from composer.preview import PreviewState
+    from composer.web import preview_app
+
+    with _errors():
+        settings = _settings()
+        state = PreviewState(settings, issue, as_email)
+        if not state.path.exists():
+            raise IssueError([f"{issue}: no such issue file"])
+        if as_email is not None and state.error and "--as" in state.error:
+            raise ComposerError(state.error)
+    stop = threading.Event()
+    watcher = threading.Thread(target=state.watch, args=(stop,), daemon=True)
+    watcher.start()
+    url = f"http://127.0.0.1:{port}/"
+    typer.echo(f"Preview of {state.path.name} at {url} (Ctrl-C to stop)")
+    if open_browser:
+        webbrowser.open(url)
+    try:
+        uvicorn.run(preview_app(state), host="127.0.0.1", port=port, log_level="warning",
+                    timeout_graceful_shutdown=1)
+    finally:
+        stop.set()
+
+
+@app.command()
+def archive(
+    out: Annotated[Path, typer.Option(help="Folder to write the site to.")] = Path("archive"),
+    all_issues: Annotated[
+        bool, typer.Option("--all", help="Every valid issue, not only the sent ones.")
+    ] = False,
+) -> None:
+    """Write the web archive: an index, each issue's web version, and an Atom feed."""
+    from composer.archive import write_archive
+
+    with _errors():
+        written = write_archive(_settings(), out, all_issues)
+    issues = len(written) - 2
+    typer.echo(f"wrote {out / 'index.html'}, {out / 'feed.xml'} and {issues} issue page(s)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+) -> None:
+    """Serve the archive and one-click unsubscribes (RFC 8058) over HTTP."""
+    import uvicorn
+
+    from composer.web import serve_app
+
+    with _errors():
+        settings = _settings()
+        _require_secret(settings, host not in ("127.0.0.1", "localhost", "::1"))
+    typer.echo(f"Serving {settings.base_url} on http://{host}:{port}/ "
+               f"(database {settings.db_path}; Ctrl-C to stop)")
+    uvicorn.run(serve_app(settings), host=host, port=port, log_level="warning",
+                proxy_headers=True, server_header=False, timeout_graceful_shutdown=5)
+
+
+def _require_secret(settings: Settings, needed: bool) -> None:
+    from composer.config import DEV_SECRET
+    from composer.errors import ConfigError
+
+    if settings.secret_key.get() == DEV_SECRET:
+        if needed:
+            raise ConfigError("NEWSLETTER_SECRET_KEY is not set: unsubscribe links would be "
+                              "signed with a public development key; set it (see .env.example)")
+        _err("warning: NEWSLETTER_SECRET_KEY is not set; using a development key")
 
 
 def main() -> None:

@@ -268,3 +268,42 @@ def add(store: Store, email: str, name: str, lists: list[str], language: str) ->
                                   now_iso())
     return address, outcome
 
+
+
+_TOKEN_IN_SUBJECT = re.compile(r"unsubscribe\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", re.IGNORECASE)
+
+
+@dataclass
+class MailboxReport:
+    applied: int = 0
+    unmatched: list[str] = field(default_factory=list)  # From of requests with no valid token
+
+
+def unsubscribe_from_mailbox(store: Store, key: str, path: Path) -> MailboxReport:
+    """Apply the unsubscribe requests sent to the List-Unsubscribe mailto address.
+
+    Our mailto link sets the subject to ``unsubscribe <token>``; a request is
+    applied only when that token verifies (a From header is easy to forge).
+    The others are listed for the editor to handle by hand.
+    """
+    import mailbox
+
+    from composer.tokens import verify
+
+    if path.is_dir():
+        box: mailbox.Mailbox = mailbox.Maildir(path, create=False)
+    elif path.is_file():
+        box = mailbox.mbox(path, create=False)
+    else:
+        raise SubscriberError(f"{path}: no such Maildir folder or mbox file")
+    report = MailboxReport()
+    for message in box:
+        subject = str(message.get("Subject", ""))
+        match = _TOKEN_IN_SUBJECT.search(subject)
+        claim = verify(key, match.group(1)) if match else None
+        if claim is None:
+            report.unmatched.append(clean(str(message.get("From", "(no From)"))))
+            continue
+        store.unsubscribe_id(claim.subscriber_id, "mailto request")
+        report.applied += 1
+    return report

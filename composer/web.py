@@ -1,0 +1,292 @@
+"""HTTP at the edge: the production app (archive + unsubscribe) and the preview app.
+
+Nothing here serves files by path: every URL is matched by a route whose
+parameters are validated (an issue date, a token), so ``..``, encoded
+slashes, NUL bytes and symlinks have nothing to reach. Every response carries
+a Content-Security-Policy, ``X-Content-Type-Options: nosniff`` and
+``Referrer-Policy: no-referrer`` (unsubscribe URLs hold tokens). Request
+bodies are capped.
+
+One-click unsubscribe follows RFC 8058: a POST whose body carries
+``List-Unsubscribe=One-Click`` (urlencoded or multipart, no cookies) to the
+URL in the List-Unsubscribe header unsubscribes at once and answers 200,
+never a redirect; a GET (link scanners prefetch) changes nothing and shows a
+button that posts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from composer import archive
+from composer.config import Settings
+from composer.errors import ComposerError
+from composer.store import Store
+from composer.tokens import verify
+
+MAX_BODY = 16 * 1024
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CSP_PAGES = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+             "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+class Guard:
+    """ASGI middleware: security headers on every response, a body size cap,
+    and (for the preview) a Host allow-list against DNS rebinding."""
+
+    def __init__(self, app: ASGIApp, csp: str, hosts: tuple[str, ...] | None = None,
+                 max_body: int = MAX_BODY) -> None:
+        self.app, self.csp, self.hosts, self.max_body = app, csp, hosts, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        if self.hosts is not None:
+            host = headers.get("host", "").rsplit(":", 1)[0] if not headers.get(
+                "host", "").startswith("[") else headers.get("host", "").split("]")[0] + "]"
+            if host not in self.hosts:
+                await self._plain(send, 403, "This preview only answers on 127.0.0.1.")
+                return
+        length = headers.get("content-length", "")
+        if (length.isdigit() and int(length) > self.max_body) or (
+                length and not length.isdigit()):
+            await self._plain(send, 413, "Request body too large.")
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _TooLarge
+            return message
+
+        async def secure_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [(b"content-security-policy", self.csp.encode()),
+                         (b"x-content-type-options", b"nosniff"),
+                         (b"referrer-policy", b"no-referrer"),
+                         (b"x-frame-options", b"SAMEORIGIN")]
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *[(k, v) for k, v in extra if k not in names]]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, secure_send)
+        except _TooLarge:
+            await self._plain(secure_send, 413, "Request body too large.")
+
+    async def _plain(self, send: Send, status: int, text: str) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-security-policy", self.csp.encode()),
+            (b"x-content-type-options", b"nosniff")]})
+        await send({"type": "http.response.body", "body": text.encode()})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+_PAGES = jinja2.Environment(
+    loader=jinja2.DictLoader({
+        "page.html": """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{{ title }}</title>
+<style>body { font: 17px/1.5 Helvetica, Arial, sans-serif; color: #1f2328; max-width: 34rem;
+margin: 3rem auto; padding: 0 1rem; } button { font: inherit; padding: .6rem 1.2rem;
+background: #a4161a; color: #fff; border: 0; border-radius: 4px; cursor: pointer; }</style>
+</head><body><main>
+<h1>{{ title }}</h1>
+{% for p in paragraphs %}<p>{{ p }}</p>{% endfor %}
+{% if button %}<form method="post" action="">
+<input type="hidden" name="List-Unsubscribe" value="One-Click">
+<button type="submit">{{ button }}</button></form>{% endif %}
+</main></body></html>
+""",
+    }),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def page(title: str, *paragraphs: str, button: str | None = None,
+         status: int = 200) -> HTMLResponse:
+    html = _PAGES.get_template("page.html").render(title=title, paragraphs=paragraphs,
+                                                   button=button)
+    return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+
+
+def not_found() -> HTMLResponse:
+    return page("Not found", "There is nothing at this address.", status=404)
+
+
+INVALID_LINK = ("This unsubscribe link is not valid",
+                "It may have been cut short. Use the unsubscribe link in the newsletter "
+                "email itself, or reply to the newsletter to ask us to remove you.")
+
+
+async def _one_click_body(request: Request) -> bool:
+    """Whether the POST body carries List-Unsubscribe=One-Click (urlencoded or multipart)."""
+    try:
+        form = await request.form(max_files=0, max_fields=20)
+    except Exception:  # a body that does not parse as a form
+        return False
+    return form.get("List-Unsubscribe") == "One-Click"
+
+
+def serve_app(settings: Settings) -> ASGIApp:
+    """``newsletter serve``: the archive and unsubscribes, on the newsletter's database."""
+    pages: dict[tuple[str, int], bytes] = {}
+    lock = threading.Lock()
+
+    def index(request: Request) -> Response:
+        items = archive.entries(settings)
+        return HTMLResponse(archive.index_page(settings, items))
+
+    def feed(request: Request) -> Response:
+        return Response(archive.feed(settings, archive.entries(settings)),
+                        media_type="application/atom+xml; charset=utf-8")
+
+    def issue(request: Request) -> Response:
+        slug = request.path_params["slug"]
+        if not archive.SLUG_RE.match(slug):
+            return not_found()
+        found = [e for e in archive.entries(settings) if e.slug == slug]
+        if not found:
+            return not_found()
+        key = (str(found[0].path), found[0].path.stat().st_mtime_ns)
+        with lock:
+            html = pages.get(key)
+        if html is None:
+            html = archive.issue_page(settings, found[0])
+            with lock:
+                pages[key] = html
+        return HTMLResponse(html)
+
+    def unsubscribe_info(request: Request) -> Response:
+        return page("Unsubscribe", "To unsubscribe, use the unsubscribe link at the foot of "
+                    "the newsletter email you received: it is personal to you.")
+
+    def confirm(request: Request) -> Response:
+        claim = verify(settings.secret_key.get(), request.path_params["token"])
+        if claim is None:
+            return page(*INVALID_LINK, status=400)
+        with Store(settings.db_path) as store:
+            subscriber = store.subscriber_by_id(claim.subscriber_id)
+        if subscriber is None or subscriber.status != "active":
+            return page("You are unsubscribed", "This address gets no more newsletters from us.")
+        return page("Unsubscribe?", f"Stop sending the newsletter to {subscriber.email}?",
+                    button="Unsubscribe")
+
+    async def one_click(request: Request) -> Response:
+        claim = verify(settings.secret_key.get(), request.path_params["token"])
+        if claim is None:
+            return page(*INVALID_LINK, status=400)
+        if not await _one_click_body(request):
+            return page("Unsubscribe?", "This request did not say List-Unsubscribe=One-Click.",
+                        button="Unsubscribe", status=400)
+        detail = "one-click" + (f" (list {claim.list_name})" if claim.list_name else "")
+        with Store(settings.db_path) as store:
+            store.unsubscribe_id(claim.subscriber_id, detail)
+        return page("You are unsubscribed", "You will get no more newsletters from us. "
+                    "Sorry to see you go.")
+
+    app = Starlette(routes=[
+        Route("/", index),
+        Route("/feed.xml", feed),
+        Route("/issues/{slug}/", issue),
+        Route("/issues/{slug}", issue),
+        Route("/unsubscribe", unsubscribe_info),
+        Route("/unsubscribe/{token}", confirm, methods=["GET", "HEAD"]),
+        Route("/unsubscribe/{token}", one_click, methods=["POST"]),
+    ], exception_handlers={404: lambda r, e: not_found(), ComposerError: _composer_error})
+    app.router.redirect_slashes = False
+    return Guard(app, CSP_PAGES)
+
+
+def _composer_error(request: Request, exc: Exception) -> Response:
+    return page("Something went wrong", str(exc), status=500)
+
+
+# -- preview -----------------------------------------------------------------
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+CSP_PREVIEW = ("default-src 'self'; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' https: data:; frame-src 'self'; base-uri 'none'; "
+               "form-action 'none'")
+CSP_EMAIL = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+             "frame-ancestors 'self'")
+
+
+def preview_app(state: Any) -> ASGIApp:
+    """``newsletter preview``: the email as sent, live. ``state`` is a PreviewState."""
+
+    shell_html = (STATIC / "preview.html").read_bytes()
+    script_js = (STATIC / "preview.js").read_bytes()
+
+    def shell(request: Request) -> Response:
+        return HTMLResponse(shell_html, headers={"cache-control": "no-store"})
+
+    def script(request: Request) -> Response:
+        return Response(script_js, media_type="text/javascript; charset=utf-8")
+
+    def email_html(request: Request) -> Response:
+        snap = state.snapshot
+        if snap is None:
+            return PlainTextResponse("The issue has errors; see the preview page.", 503)
+        return HTMLResponse(snap.html, headers={"content-security-policy": CSP_EMAIL,
+                                                "cache-control": "no-store"})
+
+    def email_text(request: Request) -> Response:
+        snap = state.snapshot
+        return PlainTextResponse(snap.text if snap else "", headers={"cache-control": "no-store"})
+
+    def state_json(request: Request) -> Response:
+        return Response(json.dumps(state.as_json()), media_type="application/json",
+                        headers={"cache-control": "no-store"})
+
+    async def events(request: Request) -> Response:
+        import asyncio
+
+        async def stream() -> AsyncIterator[bytes]:
+            seen = -1
+            while not await request.is_disconnected():
+                if state.version != seen:
+                    seen = state.version
+                    yield f"data: {seen}\n\n".encode()
+                await asyncio.sleep(0.1)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store"})
+
+    app = Starlette(routes=[
+        Route("/", shell), Route("/app.js", script), Route("/email.html", email_html),
+        Route("/email.txt", email_text), Route("/state.json", state_json),
+        Route("/events", events),
+    ])
+    return Guard(app, CSP_PREVIEW, hosts=("127.0.0.1", "localhost", "[::1]"))

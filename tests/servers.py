@@ -1,0 +1,53 @@
+"""Run the real `newsletter serve` / `newsletter preview` as processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.smtp_server import free_port
+
+
+@contextlib.contextmanager
+def newsletter_server(home: Path, *args: str) -> Iterator[int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
+    env.update({"NEWSLETTER_HOME": str(home), "NEWSLETTER_SECRET_KEY": "test-secret-key",
+                "NEWSLETTER_BASE_URL": f"http://127.0.0.1:{port}"})
+    proc = subprocess.Popen([sys.executable, "-m", "composer", *args, "--port", str(port)],
+                            cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out, err = proc.communicate(timeout=5)
+                raise RuntimeError(f"server did not start: {err.decode()}{out.decode()}")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def raw_get(port: int, path: str, host: str | None = None) -> tuple[int, bytes]:
+    """Send the request line exactly as given (no client-side normalisation)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n"
+                  "Connection: close\r\n\r\n".encode("latin-1"))
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data

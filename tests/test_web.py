@@ -1,0 +1,178 @@
+"""The archive, `newsletter serve` (one-click unsubscribe) and their security."""
+
+from __future__ import annotations
+
+import mailbox
+import sqlite3
+import xml.etree.ElementTree as ET
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+
+from composer.tokens import sign
+from tests.helpers import run
+from tests.servers import newsletter_server, raw_get
+
+KEY = "test-secret-key"
+
+
+def status_of(home: Path, email: str) -> str:
+    db = sqlite3.connect(home / "newsletter.db")
+    try:
+        return str(db.execute("SELECT status FROM subscribers WHERE email = ?",
+                              (email,)).fetchone()[0])
+    finally:
+        db.close()
+
+
+def subscriber_id(home: Path, email: str) -> int:
+    db = sqlite3.connect(home / "newsletter.db")
+    try:
+        return int(db.execute("SELECT id FROM subscribers WHERE email = ?", (email,)).fetchone()[0])
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def sent_home(newsletter_home: Path) -> Path:
+    run("subscribers", "add", "ana@example.org", "--name", "Ana")
+    run("subscribers", "add", "bo@example.org", "--name", "Bo")
+    assert run("send", "2025-04-16", "--yes").exit_code == 0
+    return newsletter_home
+
+
+def test_archive_lists_sent_issues_with_a_feed(sent_home: Path) -> None:
+    result = run("archive", "--out", "site")
+    assert result.stdout == ("wrote site/index.html, site/feed.xml and 1 issue page(s)\n")
+    index = (sent_home / "site" / "index.html").read_text()
+    assert 'href="http://127.0.0.1:8000/issues/2025-04-16/"' in index
+    assert "Clearview AI surveillance tech allegedly designed to target minorities" in index
+    feed = ET.parse(sent_home / "site" / "feed.xml").getroot()
+    atom = "{http://www.w3.org/2005/Atom}"
+    entries = feed.findall(f"{atom}entry")
+    assert [e.findtext(f"{atom}id") for e in entries] == [
+        "http://127.0.0.1:8000/issues/2025-04-16/"]
+    page = (sent_home / "site" / "issues" / "2025-04-16" / "index.html").read_text()
+    assert "Clearview AI’s facial recognition" in page
+    assert "__nlfield" not in page and "This email was sent to" not in page
+    assert "/unsubscribe/" not in page and "ana@example.org" not in page
+
+
+def test_archive_of_unsent_issues(newsletter_home: Path) -> None:
+    assert "and 0 issue page(s)" in run("archive").stdout
+    assert "and 1 issue page(s)" in run("archive", "--all").stdout
+
+
+def test_the_view_in_browser_link_points_to_the_archive_page(sent_home: Path) -> None:
+    message = next((sent_home / "outbox" / "new").iterdir()).read_text()
+    assert "http://127.0.0.1:8000/issues/2025-04-16/" in message
+
+
+def test_one_click_unsubscribe_as_gmail_does_it(sent_home: Path) -> None:
+    ana, bo = subscriber_id(sent_home, "ana@example.org"), subscriber_id(sent_home, "bo@example.org")
+    with newsletter_server(sent_home, "serve") as port:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, follow_redirects=False) as client:
+            token = sign(KEY, ana, "")
+            # A link scanner's prefetch changes nothing.
+            get = client.get(f"/unsubscribe/{token}")
+            assert get.status_code == 200 and status_of(sent_home, "ana@example.org") == "active"
+            assert '<form method="post"' in get.text and "ana@example.org" in get.text
+            post = client.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click",
+                               headers={"Content-Type": "application/x-www-form-urlencoded",
+                                        "User-Agent": "Mozilla/5.0 (compatible; Google)"})
+            assert post.status_code == 200 and "location" not in post.headers
+            assert status_of(sent_home, "ana@example.org") == "unsubscribed"
+            again = client.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click",
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert again.status_code == 200
+            multipart = client.post(f"/unsubscribe/{sign(KEY, bo, '')}",
+                                    files={"List-Unsubscribe": (None, "One-Click")})
+            assert multipart.status_code == 200
+            assert status_of(sent_home, "bo@example.org") == "unsubscribed"
+            for response in (get, post):
+                assert response.headers["x-content-type-options"] == "nosniff"
+                assert "default-src 'none'" in response.headers["content-security-policy"]
+                assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_forged_tokens_change_nothing(sent_home: Path) -> None:
+    ana = subscriber_id(sent_home, "ana@example.org")
+    good = sign(KEY, ana, "")
+    body, mac = good.split(".")
+    forged = [
+        sign("another-key", ana, ""),  # foreign
+        good[:-3],  # truncated
+        body + "." + ("A" if mac[0] != "A" else "B") + mac[1:],  # tampered MAC
+        sign(KEY, ana, "")[:-1] + "x",
+        "ana@example.org",  # knowing the address is not enough
+        body,  # no MAC at all
+    ]
+    with newsletter_server(sent_home, "serve") as port, httpx.Client() as client:
+        answers = set()
+        for token in forged:
+            r = client.post(f"http://127.0.0.1:{port}/unsubscribe/{token}",
+                            content=b"List-Unsubscribe=One-Click",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+            answers.add((r.status_code, r.text))
+        missing_body = client.post(f"http://127.0.0.1:{port}/unsubscribe/{good}")
+    assert len(answers) == 1 and next(iter(answers))[0] == 400  # one generic answer
+    assert missing_body.status_code == 400
+    assert status_of(sent_home, "ana@example.org") == "active"
+
+
+def test_serve_archive_pages_and_traversal(sent_home: Path) -> None:
+    (sent_home / "issues" / "2025-05-01.yaml").symlink_to("/etc/passwd")
+    with newsletter_server(sent_home, "serve") as port:
+        status, index = raw_get(port, "/")
+        assert status == 200 and b"/issues/2025-04-16/" in index
+        status, page = raw_get(port, "/issues/2025-04-16/")
+        assert status == 200 and "Clearview AI’s facial".encode() in page
+        status, feed = raw_get(port, "/feed.xml")
+        assert status == 200 and b"application/atom+xml" in feed
+        for path in ["/issues/../../../etc/passwd", "/issues/%2e%2e/%2e%2e/etc/passwd",
+                     "/issues/..%2f..%2fetc%2fpasswd/", "/issues/2025-04-16%00/",
+                     "/%2e%2e/%2e%2e/etc/passwd", "/issues/2025-04-16/../../newsletter.db",
+                     "/newsletter.db", "/.env", "/issues/2025-05-01/", "/issues/2030-01-01/",
+                     "/issues/2025-04-16/..%2f..%2f.env"]:
+            status, body = raw_get(port, path)
+            assert status == 404, path
+            assert b"root:" not in body and b"SQLite" not in body
+            assert b"content-security-policy:" in body.lower()
+        with httpx.Client() as client:
+            big = client.post(f"http://127.0.0.1:{port}/unsubscribe/x.y", content=b"x" * 100_000,
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert big.status_code == 413
+
+
+def test_serve_refuses_a_public_address_without_a_secret_key(newsletter_home: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    monkeypatch.delenv("NEWSLETTER_SECRET_KEY")
+    result = run("serve", "--host", "0.0.0.0")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: NEWSLETTER_SECRET_KEY is not set")
+
+
+def test_unsubscribe_requests_from_the_mailto_mailbox(sent_home: Path, tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "requests", create=True)
+    for sender, subject in [
+        ("ana@example.org", f"unsubscribe {sign(KEY, subscriber_id(sent_home, 'ana@example.org'), '')}"),
+        ("mallory@example.net", f"unsubscribe {sign('wrong', subscriber_id(sent_home, 'bo@example.org'), '')}"),
+        ("Bo <bo@example.org>", "please remove me"),
+    ]:
+        msg = EmailMessage()
+        msg["From"], msg["Subject"] = sender, subject
+        box.add(msg)
+    result = run("subscribers", "unsubscribe-mailbox", str(tmp_path / "requests"))
+    assert result.stdout.splitlines() == [
+        "1 unsubscribe request(s) applied",
+        "no valid token, handle by hand: mallory@example.net",
+        "no valid token, handle by hand: Bo <bo@example.org>",
+    ] or sorted(result.stdout.splitlines()[1:]) == sorted([
+        "no valid token, handle by hand: mallory@example.net",
+        "no valid token, handle by hand: Bo <bo@example.org>"])
+    assert status_of(sent_home, "ana@example.org") == "unsubscribed"
+    assert status_of(sent_home, "bo@example.org") == "active"
