@@ -106,7 +106,7 @@ def check(issue: IssueArg) -> None:
     from composer.compose import check as check_issue
 
     with _errors():
-        loaded, findings = check_issue(issue, _settings())
+        loaded, _, findings = check_issue(issue, _settings())
     for finding in findings:
         typer.echo(str(finding))
     errors = sum(f.severity == "error" for f in findings)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.config import Settings
-from composer.errors import ComposerError, IssueError
+from composer.errors import ComposerError
 from composer.issue import LoadedIssue, issue_files, load_issue
 from composer.lint import Finding, check_issue
 from composer.message import MessageTemplate, Recipient, personalise
@@ -104,10 +104,11 @@ def build(spec: str, settings: Settings, out: Path | None = None) -> BuildResult
     return BuildResult(rendered, files, check_issue(loaded, rendered))
 
 
-def check(spec: str, settings: Settings) -> tuple[LoadedIssue, list[Finding]]:
+def check(spec: str, settings: Settings) -> tuple[LoadedIssue, RenderedIssue, list[Finding]]:
+    """Load, render and lint an issue."""
     loaded = load_issue(resolve_issue_path(spec, settings.home))
-    return loaded, check_issue(loaded, render_issue(loaded, settings.home,
-                                                     cache_dir=settings.cache_dir))
+    rendered = render_issue(loaded, settings.home, cache_dir=settings.cache_dir)
+    return loaded, rendered, check_issue(loaded, rendered)
 
 
 # --- newsletter new ---------------------------------------------------------
@@ -198,9 +199,3 @@ def _dump_yaml(data: dict[str, Any]) -> str:
 
     Dumper.add_representer(str, text)
     return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
-
-
-def ensure_valid(loaded: LoadedIssue, findings: list[Finding]) -> None:
-    errors = [str(f) for f in findings if f.severity == "error"]
-    if errors:
-        raise IssueError(errors)

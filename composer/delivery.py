@@ -122,11 +122,10 @@ def _issue(spec: str, settings: Settings) -> tuple[LoadedIssue, RenderedIssue]:
 def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
     """What a send would do; writes nothing. Refuses an issue with errors or
     one edited since its sending started (unless ``force``)."""
-    loaded, findings = check(spec, settings)
+    loaded, rendered, findings = check(spec, settings)
     errors = [str(f) for f in findings if f.severity == "error"]
     if errors:
         raise IssueError([*errors, f"{loaded.path}: fix these errors before sending"])
-    rendered = render_issue(loaded, settings.home, cache_dir=settings.cache_dir)
     slug = loaded.issue.slug
     with Store(settings.db_path) as store:
         if options.list_name and not store.list_exists(options.list_name):

@@ -180,36 +180,53 @@ class MessageTemplate:
         return parts
 
     def _prepare(self) -> None:
-        """Static bytes in a list, and the slots where values go."""
+        """Static bytes in a list, and where each field's values go."""
         self._parts: list[bytes] = [b"", b""]  # headers go in the first two slots
-        self._slots: list[tuple[int, str, bool]] = []
+        slots: dict[str, tuple[list[int], list[int]]] = {}  # field -> (text, html) indexes
         for part in self._body:
             if isinstance(part, bytes):
                 self._parts.append(part)
             else:
-                self._slots.append((len(self._parts), part[0], part[1] is _html_value))
+                field, escape = part
+                slots.setdefault(field, ([], []))[escape is _html_value].append(len(self._parts))
                 self._parts.append(b"")
-        self._constant: dict[tuple[str, bool], tuple[str, bytes]] = {}
+        self._fields = [(f, t, h) for f, (t, h) in slots.items() if f != "view_url"]
+        self._view_slots = slots.get("view_url", ([], []))
         # The SMTP wire form: every chunk starts at a line start, so each can be
         # dot-stuffed on its own, once per issue for the static ones.
         self._wire_parts = [_dot_stuff(p) for p in self._parts] + [b".\r\n"]
         self._id_hash = hashlib.sha256(f"{self.list_id}\x00{self.slug}\x00".encode())
+        self._bases: dict[bool, tuple[str, list[bytes]]] = {}
 
     def message_id(self, recipient_key: str) -> str:
         digest = self._id_hash.copy()
         digest.update(recipient_key.encode())
         return f"<{self.slug}.{digest.hexdigest()[:24]}@{self.domain}>"
 
-    def _encode(self, field: str, value: str, in_html: bool) -> bytes:
-        if field == "view_url":  # the same for every subscriber of an issue
-            hit = self._constant.get((field, in_html))
-            if hit is not None and hit[0] == value:
-                return hit[1]
-        text = _html_value(value) if in_html else value
-        encoded = _qp(text) + b"=\r\n"
-        if field == "view_url":
-            self._constant[field, in_html] = (value, encoded)
-        return encoded
+    @staticmethod
+    def _encode(value: str, wire: bool) -> tuple[bytes, bytes]:
+        """A value QP-encoded as (in text, in HTML), each ending in a soft break."""
+        text = _qp(value) + b"=\r\n"
+        escaped = _html_value(value)
+        html = text if escaped is value else _qp(escaped) + b"=\r\n"
+        if wire:
+            text = _dot_stuff(text)
+            html = text if escaped is value else _dot_stuff(html)
+        return text, html
+
+    def _base(self, view_url: str, wire: bool) -> list[bytes]:
+        """The parts with the view-in-browser link (the same for everyone) filled in."""
+        cached = self._bases.get(wire)
+        if cached is None or cached[0] != view_url:
+            base = (self._wire_parts if wire else self._parts).copy()
+            base[0] = self._static_headers
+            text, html = self._encode(view_url, wire)
+            for i in self._view_slots[0]:
+                base[i] = text
+            for i in self._view_slots[1]:
+                base[i] = html
+            cached = self._bases[wire] = (view_url, base)
+        return cached[1]
 
     def build_chunks(self, r: Recipient, wire: bool = False) -> list[bytes]:
         """The message for one recipient as chunks to write in order.
@@ -220,23 +237,19 @@ class MessageTemplate:
         and ending with the lone ``.`` line.
         """
         values = field_values(r)
-        out = (self._wire_parts if wire else self._parts).copy()
-        out[0] = self._static_headers
+        out = self._base(values["view_url"], wire).copy()
         out[1] = (
             f"To: {_mailbox(values['name'], values['email'])}\r\n"
             f"Message-ID: {self.message_id(r.key)}\r\n"
             f"List-Unsubscribe: <{values['unsubscribe_url']}>,\r\n"
             f" <{_url(r.unsubscribe_mailto)}>\r\n"
         ).encode("ascii")
-        done: dict[tuple[str, bool], bytes] = {}
-        for index, field, in_html in self._slots:
-            encoded = done.get((field, in_html))
-            if encoded is None:
-                encoded = self._encode(field, values[field], in_html)
-                if wire:
-                    encoded = _dot_stuff(encoded)
-                done[field, in_html] = encoded
-            out[index] = encoded
+        for field, text_slots, html_slots in self._fields:
+            text, html = self._encode(values[field], wire)
+            for i in text_slots:
+                out[i] = text
+            for i in html_slots:
+                out[i] = html
         return out
 
     def build(self, r: Recipient) -> bytes:
@@ -246,8 +259,9 @@ class MessageTemplate:
 
 def _dot_stuff(chunk: bytes) -> bytes:
     """RFC 5321 4.5.2 for a chunk that starts at a line start."""
-    chunk = chunk.replace(b"\r\n.", b"\r\n..")
-    return b"." + chunk if chunk.startswith(b".") else chunk
+    if b"\n." in chunk:
+        chunk = chunk.replace(b"\r\n.", b"\r\n..")
+    return b"." + chunk if chunk[:1] == b"." else chunk
 
 
 def _raw(value: str) -> str:

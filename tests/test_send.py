@@ -348,3 +348,16 @@ def test_rate_limiter_spacing() -> None:
     assert RateLimiter(4, None).gap == 0.25
     assert RateLimiter(10, 3600).gap == 1.0  # the hourly limit is the tighter one
     assert RateLimiter(None, 7200).gap == 0.5
+
+
+def test_a_server_that_hangs_after_data_leaves_the_message_in_doubt(
+        monkeypatch: pytest.MonkeyPatch, newsletter_home: Path) -> None:
+    a = add_subscribers(3)
+    handler = Handler(faults={a[1]: ["hang_after_data"]})
+    with running(handler) as server:
+        use(monkeypatch, {**server.env(), "SMTP_TIMEOUT": "0.5"})
+        result = run("send", "2025-04-16", "--yes", "--connections", "1")
+    assert result.exit_code == 0, result.output
+    assert "this run: 2 sent, 0 failed, 0 deferred, 1 in doubt" in result.stdout
+    assert counts(newsletter_home) == {"sent": 2, "in_doubt": 1}
+    assert set(handler.recipients()) == set(a)

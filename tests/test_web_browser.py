@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from composer.tokens import sign
-from tests.conftest import ARTIFACTS, CHROMIUM, chromium_available
+from tests.conftest import ARTIFACTS, chromium_available
 from tests.helpers import run
 from tests.servers import newsletter_server, raw_get
-from tests.test_browser import CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.browser,
@@ -20,16 +18,6 @@ pytestmark = [
 ]
 
 WAIT = 10_000  # ms: generous, for a loaded CI machine; the update itself takes ~0.2 s
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_preview_shows_both_widths_text_and_updates_live(browser, newsletter_home: Path) -> None:  # type: ignore[no-untyped-def]
