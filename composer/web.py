@@ -60,8 +60,7 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         if self.hosts is not None:
-            host = headers.get("host", "").rsplit(":", 1)[0] if not headers.get(
-                "host", "").startswith("[") else headers.get("host", "").split("]")[0] + "]"
+            host = _hostname(headers.get("host", ""))
             if host not in self.hosts:
                 await self._plain(send, 403, "This preview only answers on 127.0.0.1.")
                 return
@@ -107,6 +106,13 @@ class Guard:
 
 class _TooLarge(Exception):
     pass
+
+
+def _hostname(host_header: str) -> str:
+    """The host of a Host header, without the port: '127.0.0.1', '[::1]'."""
+    if host_header.startswith("["):
+        return host_header.split("]")[0] + "]"
+    return host_header.rsplit(":", 1)[0]
 
 
 _PAGES = jinja2.Environment(

@@ -167,12 +167,11 @@ def test_unsubscribe_requests_from_the_mailto_mailbox(sent_home: Path, tmp_path:
         msg["From"], msg["Subject"] = sender, subject
         box.add(msg)
     result = run("subscribers", "unsubscribe-mailbox", str(tmp_path / "requests"))
-    assert result.stdout.splitlines() == [
-        "1 unsubscribe request(s) applied",
-        "no valid token, handle by hand: mallory@example.net",
+    lines = result.stdout.splitlines()
+    assert lines[0] == "1 unsubscribe request(s) applied"
+    assert sorted(lines[1:]) == [  # a Maildir has no order
         "no valid token, handle by hand: Bo <bo@example.org>",
-    ] or sorted(result.stdout.splitlines()[1:]) == sorted([
         "no valid token, handle by hand: mallory@example.net",
-        "no valid token, handle by hand: Bo <bo@example.org>"])
+    ]
     assert status_of(sent_home, "ana@example.org") == "unsubscribed"
     assert status_of(sent_home, "bo@example.org") == "active"
