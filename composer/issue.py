@@ -109,7 +109,7 @@ def _describe(error: Any) -> str:
         return "type must be one of lead, links, focus, regions, text"
     if kind == "union_tag_not_found":
         return "each section needs a type: lead, links, focus, regions or text"
-    message: str = error["msg"]
+    message: str = error["msg"].removeprefix("Value error, ")
     got = error.get("input")
     if isinstance(got, dict | list):
         got = type(got).__name__

@@ -9,13 +9,40 @@ raw HTML in them is shown as text, never passed through.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
+_ONE_LINE = ("subject", "preheader", "headline", "title", "kicker", "label", "name", "heading",
+             "organisation", "byline", "alt", "button", "spotlight_label", "other_news_label",
+             "see_also_label", "unsubscribe_label", "view_online_label")
+
+
+def _check_text(value: object, one_line: bool) -> object:
+    if isinstance(value, list):
+        return [_check_text(v, one_line) for v in value]
+    if isinstance(value, str):
+        found = _CONTROL.search(value)
+        if found:
+            raise ValueError(f"contains the control character U+{ord(found.group()):04X}; "
+                             "remove it")
+        if one_line and ("\n" in value or "\r" in value):
+            raise ValueError("must be one line")
+    return value
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: object, info: object) -> object:
+        """Control characters break MJML and headers: refuse them everywhere;
+        titles, subjects and the like must also be one line."""
+        name = getattr(info, "field_name", "")
+        return _check_text(value, name in _ONE_LINE)
 
 
 Markdown = Annotated[str, Field(description="CommonMark text: paragraphs, emphasis, links")]

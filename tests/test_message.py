@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 from email.headerregistry import Address
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -112,3 +113,26 @@ def test_mailbox_quoting_matches_the_stdlib() -> None:
     for name in ["Ana", "Ana B. Smith", "O'Brien, Pat", "Zoë"]:
         ours = parse(f"To: {mailbox(name, 'a@example.org')}\r\n\r\n".encode())["To"]
         assert ours.addresses[0] == Address(display_name=name, addr_spec="a@example.org")
+
+
+def test_a_subject_with_control_characters_is_refused(tmp_path: Path) -> None:
+    from composer.errors import IssueError
+    from composer.issue import parse_issue
+
+    lines = SEED_ISSUE.read_bytes().split(b"\n")
+    source = b"\n".join(
+        b'subject: "Clearview\\r\\nBcc: spy@example.net AI"' if line.startswith(b"subject:")
+        else line for line in lines)
+    with pytest.raises(IssueError) as info:
+        parse_issue(source, tmp_path / "2025-04-16.yaml")
+    assert info.value.problems[0].endswith(
+        "2025-04-16.yaml:27:10: subject: contains the control character U+000D; "
+        "remove it (got 'Clearview\\r\\nBcc: spy@example.net AI')")
+
+
+@pytest.mark.parametrize("text", ["Clearview\r\nBcc: spy@example.net", "a\x00b", "x\u2028y"])
+def test_header_text_never_breaks_a_line(text: str) -> None:
+    from composer.message import header_text
+
+    out = header_text(text)
+    assert "\r" not in out and "\n" not in out and "\x00" not in out and "\u2028" not in out

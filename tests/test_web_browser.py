@@ -61,6 +61,23 @@ def test_preview_shows_both_widths_text_and_updates_live(browser, newsletter_hom
         page.close()
 
 
+def test_preview_follows_template_edits(browser, newsletter_home: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    shutil.copytree(Path(__file__).resolve().parent.parent / "templates",
+                    newsletter_home / "templates")
+    header = newsletter_home / "templates" / "default" / "partials" / "header.mjml.j2"
+    with newsletter_server(newsletter_home, "preview", "2025-04-16") as port:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        desktop = page.frame_locator("#desktop")
+        desktop.locator("h1").wait_for(timeout=WAIT)
+        header.write_text(header.read_text().replace("{{ nl.organisation }}",
+                                                     "{{ nl.organisation }} (edited theme)"))
+        desktop.locator("text=(edited theme)").wait_for(timeout=WAIT)
+        page.close()
+
+
 def test_preview_as_a_subscriber_escapes_the_name(browser, newsletter_home: Path) -> None:  # type: ignore[no-untyped-def]
     run("subscribers", "add", "x@example.org", "--name", "<img src=x onerror=alert(1)>")
     with newsletter_server(newsletter_home, "preview", "2025-04-16", "--as",
