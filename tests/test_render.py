@@ -133,3 +133,14 @@ def test_unknown_theme_is_a_clear_error(tmp_path: Path) -> None:
     source = SEED_ISSUE.read_bytes().replace(b"date: 2025-04-16", b"date: 2025-04-16\ntheme: nosuch")
     with pytest.raises(TemplateError, match="theme 'nosuch' not found.*known themes: default"):
         render_issue(parse_issue(source, tmp_path / "2025-04-16.yaml"))
+
+
+@pytest.mark.parametrize("theme", ["default", "minimal"])
+def test_heading_outline_never_skips_a_level(tmp_path: Path, theme: str) -> None:
+    source = SEED_ISSUE.read_bytes().replace(b"date: 2025-04-16",
+                                             f"date: 2025-04-16\ntheme: {theme}".encode())
+    html = render_issue(parse_issue(source, tmp_path / "2025-04-16.yaml")).html
+    levels = [int(h.tag[1]) for h in lxml.html.document_fromstring(html.encode()).iter(
+        "h1", "h2", "h3", "h4", "h5", "h6")]
+    assert levels[0] == 1 and levels.count(1) == 1
+    assert all(b <= a + 1 for a, b in zip(levels, levels[1:], strict=False)), levels
