@@ -94,7 +94,7 @@ def build(spec: str, settings: Settings, out: Path | None = None) -> BuildResult
     recipient = sample_recipient(settings, loaded)
     html, text = personalise(rendered, recipient)
     eml = message_template(settings, loaded, rendered).build(recipient)
-    out = out or settings.home / "build" / loaded.issue.slug
+    out = out or _relative(settings.home / "build" / loaded.issue.slug)
     files = [out / "email.html", out / "email.txt", out / "email.eml"]
     try:
         for path, data in zip(files, (html.encode(), text.encode(), eml), strict=True):

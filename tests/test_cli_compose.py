@@ -15,11 +15,12 @@ from tests.helpers import run, write_issue
 def test_build_writes_html_text_and_eml(newsletter_home: Path) -> None:
     result = run("build", "issues/2025-04-16.yaml")
     assert result.exit_code == 0, result.stderr
-    out = newsletter_home / "build" / "2025-04-16"
+    out = Path("build") / "2025-04-16"
     assert result.stdout.splitlines()[:3] == [
         f"wrote {out / 'email.html'}", f"wrote {out / 'email.txt'}", f"wrote {out / 'email.eml'}"
     ]
     assert "HTML part: " in result.stdout and "KB (Gmail clips at 102 KB)" in result.stdout
+    out = newsletter_home / out
     html = (out / "email.html").read_text()
     message = email.message_from_bytes((out / "email.eml").read_bytes(), policy=email.policy.SMTP)
     assert message["To"] == "Sample Reader <reader@example.org>"
