@@ -37,6 +37,7 @@ from composer.errors import (
     ConnectError,
     IssueError,
     SendError,
+    SubscriberError,
     TransportError,
 )
 from composer.issue import LoadedIssue, load_issue
@@ -120,8 +121,9 @@ def _issue(spec: str, settings: Settings) -> tuple[LoadedIssue, RenderedIssue]:
 
 
 def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
-    """What a send would do; writes nothing. Refuses an issue with errors or
-    one edited since its sending started (unless ``force``)."""
+    """What a send would do. Refuses an issue with errors or one edited since
+    its sending started (unless ``force``). Its one write is housekeeping:
+    unsent deliveries to people who have left since are dropped."""
     loaded, rendered, findings = check(spec, settings)
     errors = [str(f) for f in findings if f.severity == "error"]
     if errors:
@@ -132,18 +134,20 @@ def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
             raise SendError(f"no list named {options.list_name!r} in {settings.db_path}; "
                             "see `newsletter subscribers count --list NAME`")
         record = store.send_record(slug)
+        store.drop_inactive(slug)
         counts = store.counts(slug)
         if record and record[0] != rendered.digest and not options.force:
             raise SendError(
                 f"{loaded.path} changed after sending it started ({counts['sent']} sent); "
                 "send the rest as it is now with --force, or undo the edit")
         new = store.count_new(slug, options.list_name)
+        waiting = store.count_waiting(slug)
     if options.limit is not None:
-        new = min(new, max(0, options.limit - counts["pending"] - counts["deferred"]))
+        new = min(new, max(0, options.limit - waiting))
     return SendPlan(
         loaded=loaded, rendered=rendered, issue=slug, subject=rendered.subject,
         sender=settings.from_address, transport=make_transport(settings).label, new=new,
-        waiting=counts["pending"] + counts["deferred"],
+        waiting=waiting,
         in_doubt=counts["in_doubt"] + counts["sending"], already_sent=counts["sent"],
         started_before=record is not None)
 
@@ -318,7 +322,13 @@ class _Engine:
                     if self.stop.is_set():
                         continue  # left 'pending': never started
                     self.rate.wait(self.stop)
-                    chunks = self.template.build_chunks(self.recipient(item), wire=wire)
+                    try:
+                        chunks = self.template.build_chunks(self.recipient(item), wire=wire)
+                    except SubscriberError as exc:  # one bad row must not stop the run
+                        book.step(previous, None)
+                        previous = self._outcome(item, Result("failed", str(exc)),
+                                                 item.attempts + 1)
+                        continue
                     book.step(previous, item.subscriber_id)
                     previous = None
                     conn, result = self._deliver(conn, item, chunks)
@@ -391,6 +401,7 @@ def run_send(plan: SendPlan, settings: Settings, options: SendOptions,
         # is reported at once, and this connection serves the first worker.
         first = transport.connect()
         settled = store.settle_interrupted(plan.issue)
+        store.drop_inactive(plan.issue)
         if options.resend_in_doubt:
             store.requeue_in_doubt(plan.issue)
         store.start_send(plan.issue, plan.rendered.digest, plan.subject)
@@ -420,6 +431,7 @@ def run_send(plan: SendPlan, settings: Settings, options: SendOptions,
                     w.join(0.2)
         if report is not None:
             report(engine.progress)
+        store.drop_inactive(plan.issue)  # unsubscribed while this run went on
         if isinstance(engine.error, TransportError):  # credentials, certificate, ...
             raise engine.error
         return SendSummary(progress=engine.progress, elapsed=time.monotonic() - started,

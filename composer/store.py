@@ -353,6 +353,22 @@ class Store:
                 "'the sending process stopped while this message was in flight' "
                 "WHERE issue = ? AND state = 'sending'", (now_iso(), issue)).rowcount
 
+    def drop_inactive(self, issue: str) -> int:
+        """Forget unsent deliveries to people no longer active (unsubscribed or
+        bounced since the send began): they must not be sent, nor wait forever."""
+        with self.transaction() as db:
+            return db.execute(
+                "DELETE FROM deliveries WHERE issue = ? AND state IN ('pending', 'deferred') "
+                "AND subscriber_id IN (SELECT id FROM subscribers WHERE status != 'active')",
+                (issue,)).rowcount
+
+    def count_waiting(self, issue: str) -> int:
+        """Unsent deliveries (pending, deferred) to active subscribers."""
+        return int(self.query(
+            "SELECT count(*) FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+            "WHERE d.issue = ? AND d.state IN ('pending', 'deferred') AND s.status = 'active'",
+            (issue,))[0][0])
+
     def requeue_in_doubt(self, issue: str) -> int:
         with self.transaction() as db:
             return db.execute("UPDATE deliveries SET state = 'pending' WHERE issue = ? AND "

@@ -355,3 +355,37 @@ def test_a_server_that_hangs_after_data_leaves_the_message_in_doubt(
     assert "this run: 2 sent, 0 failed, 0 deferred, 1 in doubt" in result.stdout
     assert counts(newsletter_home) == {"sent": 2, "in_doubt": 1}
     assert set(handler.recipients()) == set(a)
+
+
+def test_people_who_leave_during_a_send_are_dropped_not_kept_waiting(
+        monkeypatch: pytest.MonkeyPatch, newsletter_home: Path) -> None:
+    a = add_subscribers(3)
+    handler = Handler(faults={a[1]: ["450"]})
+    with running(handler) as server:
+        use(monkeypatch, server.env())
+        first = run("send", "2025-04-16", "--yes", "--max-wait", "0")
+        assert "resume with: newsletter send 2025-04-16" in first.stderr  # a[1] is deferred
+        run("subscribers", "unsubscribe", a[1])
+        again = run("send", "2025-04-16", "--yes")
+    assert "nothing to send: every active subscriber has this issue" in again.stdout
+    assert again.exit_code == 0 and again.stderr == ""
+    assert counts(newsletter_home) == {"sent": 2}
+
+
+def test_a_bad_address_in_the_database_fails_alone(monkeypatch: pytest.MonkeyPatch,
+                                                   newsletter_home: Path) -> None:
+    a = add_subscribers(3)
+    db = sqlite3.connect(newsletter_home / "newsletter.db")
+    db.execute("UPDATE subscribers SET email = 'broken address@example.org' WHERE email = ?",
+               (a[1],))
+    db.commit()
+    db.close()
+    handler = Handler()
+    with running(handler) as server:
+        use(monkeypatch, server.env())
+        result = run("send", "2025-04-16", "--yes", "--connections", "1")
+    assert result.exit_code == 0, result.output
+    assert "this run: 2 sent, 1 failed" in result.stdout
+    assert set(handler.recipients()) == {a[0], a[2]}
+    assert "'broken address@example.org' is not a valid email address" in \
+        run("status", "2025-04-16").stdout
