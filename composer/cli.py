@@ -399,11 +399,22 @@ def send(
     if not yes and not typer.confirm(f"Send to {plan.audience:,} subscriber(s) now?"):
         _err("not sent")
         raise typer.Exit(1)
+    _stop_on_sigterm()
     with _errors():
         summary = run_send(plan, settings, options, _progress_printer())
     if sys.stderr.isatty():
         _err("")
     _print_summary(summary, issue, settings)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (systemd, a cron timeout) stops a send as cleanly as Ctrl-C."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _print_summary(summary: SendSummary, issue: str, settings: Settings) -> None:

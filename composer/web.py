@@ -156,7 +156,12 @@ INVALID_LINK = ("This unsubscribe link is not valid",
 
 
 async def _one_click_body(request: Request) -> bool:
-    """Whether the POST body carries List-Unsubscribe=One-Click (urlencoded or multipart)."""
+    """Whether the POST body carries List-Unsubscribe=One-Click: urlencoded or
+    multipart as RFC 8058 says, or the bare body from a client that left out
+    the Content-Type."""
+    body = await request.body()
+    if body.strip() == b"List-Unsubscribe=One-Click":
+        return True
     try:
         form = await request.form(max_files=0, max_fields=20)
     except Exception:  # a body that does not parse as a form

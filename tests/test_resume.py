@@ -98,13 +98,14 @@ def test_sigkill_at_a_random_point_then_resume(newsletter_home: Path, seed: int)
     assert _states(newsletter_home) == {"sent": set(addresses)}
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(newsletter_home: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(newsletter_home: Path, sig: int) -> None:
     addresses = _populate(newsletter_home)
     handler = Handler(delay=0.004)
     with running(handler) as server:
         proc = _start_send(newsletter_home, server.env())
         _wait_for(handler, 30, proc)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
         states = _states(newsletter_home)
         resumed = _cli(newsletter_home, server.env(), "send", "2025-04-16", "--yes")

@@ -92,6 +92,12 @@ def test_one_click_unsubscribe_as_gmail_does_it(sent_home: Path) -> None:
                                     files={"List-Unsubscribe": (None, "One-Click")})
             assert multipart.status_code == 200
             assert status_of(sent_home, "bo@example.org") == "unsubscribed"
+            run("subscribers", "add", "cy@example.org")
+            cy = subscriber_id(sent_home, "cy@example.org")
+            bare = client.post(f"/unsubscribe/{sign(KEY, cy, '')}",
+                               content=b"List-Unsubscribe=One-Click")  # no Content-Type
+            assert bare.status_code == 200
+            assert status_of(sent_home, "cy@example.org") == "unsubscribed"
             for response in (get, post):
                 assert response.headers["x-content-type-options"] == "nosniff"
                 assert "default-src 'none'" in response.headers["content-security-policy"]
