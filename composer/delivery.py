@@ -43,7 +43,7 @@ from composer.errors import (
 from composer.issue import LoadedIssue, load_issue
 from composer.message import MessageTemplate, Recipient
 from composer.render import RenderedIssue, render_issue
-from composer.store import Delivery, DeliveryLog, Store
+from composer.store import Delivery, DeliveryLog, Outcome, Store
 from composer.subscribers import normalise_email
 from composer.transport import Connection, Result, Transport, make_transport
 
@@ -247,8 +247,7 @@ class _Engine:
         return Recipient(key=str(d.subscriber_id), email=d.email, name=d.name,
                          unsubscribe_url=https, unsubscribe_mailto=mailto, view_url=self.view_url)
 
-    def _outcome(self, d: Delivery, result: Result, attempts: int
-                 ) -> tuple[int, str, str, int, float, str | None]:
+    def _outcome(self, d: Delivery, result: Result, attempts: int) -> Outcome:
         o = self.options
         with self._lock:
             p = self.progress
@@ -305,7 +304,7 @@ class _Engine:
 
     def worker(self, conn: Connection | None = None) -> None:
         book = DeliveryLog(self.settings.db_path, self.issue)
-        previous: tuple[int, str, str, int, float, str | None] | None = None
+        previous: Outcome | None = None
         wire = self.transport.wire
         try:
             while True:

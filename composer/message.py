@@ -21,7 +21,6 @@ import binascii
 import hashlib
 import html
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
@@ -113,7 +112,7 @@ class Recipient:
     view_url: str
 
 
-_Part = bytes | tuple[str, Callable[[str], str]]
+_Part = bytes | tuple[str, bool]  # static bytes, or (field, in the HTML part)
 
 
 class MessageTemplate:
@@ -157,21 +156,20 @@ class MessageTemplate:
             b"\r\n--" + b + b"\r\nContent-Type: text/html; charset=utf-8\r\n"
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         )
-        self._body: list[_Part] = [b"\r\nThis is a multi-part message in MIME format.\r\n\r\n"]
-        self._body.append(text_head)
-        self._body.extend(self._segments(rendered.text, _raw))
-        self._body.append(html_head)
-        self._body.extend(self._segments(rendered.html, _html_value))
-        self._body.append(b"\r\n--" + b + b"--\r\n")
-        self._prepare()
+        self._prepare([
+            b"\r\nThis is a multi-part message in MIME format.\r\n\r\n",
+            text_head, *self._segments(rendered.text, False),
+            html_head, *self._segments(rendered.html, True),
+            b"\r\n--" + b + b"--\r\n",
+        ])
 
     @staticmethod
-    def _segments(body: str, escape: Callable[[str], str]) -> list[_Part]:
+    def _segments(body: str, in_html: bool) -> list[_Part]:
         parts: list[_Part] = []
         pieces = split(body)
         for i, piece in enumerate(pieces):
             if i % 2:
-                parts.append((piece, escape))
+                parts.append((piece, in_html))
             elif piece:
                 encoded = _qp(piece)
                 if i + 1 < len(pieces):
@@ -179,16 +177,16 @@ class MessageTemplate:
                 parts.append(encoded)
         return parts
 
-    def _prepare(self) -> None:
+    def _prepare(self, body: list[_Part]) -> None:
         """Static bytes in a list, and where each field's values go."""
         self._parts: list[bytes] = [b"", b""]  # headers go in the first two slots
         slots: dict[str, tuple[list[int], list[int]]] = {}  # field -> (text, html) indexes
-        for part in self._body:
+        for part in body:
             if isinstance(part, bytes):
                 self._parts.append(part)
             else:
-                field, escape = part
-                slots.setdefault(field, ([], []))[escape is _html_value].append(len(self._parts))
+                field, in_html = part
+                slots.setdefault(field, ([], []))[in_html].append(len(self._parts))
                 self._parts.append(b"")
         self._fields = [(f, t, h) for f, (t, h) in slots.items() if f != "view_url"]
         self._view_slots = slots.get("view_url", ([], []))
@@ -262,10 +260,6 @@ def _dot_stuff(chunk: bytes) -> bytes:
     if b"\n." in chunk:
         chunk = chunk.replace(b"\r\n.", b"\r\n..")
     return b"." + chunk if chunk[:1] == b"." else chunk
-
-
-def _raw(value: str) -> str:
-    return value
 
 
 _HTML_SPECIAL_RE = re.compile(r"[&<>\"']")

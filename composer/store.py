@@ -405,6 +405,10 @@ class Store:
             "ORDER BY d.updated_at, s.email LIMIT ?", (issue, *states, limit))]
 
 
+# (subscriber id, state, server reply, attempts, next attempt at, new subscriber status)
+Outcome = tuple[int, str, str, int, float, str | None]
+
+
 class DeliveryLog:
     """A worker's own connection for recording results, one commit per message.
 
@@ -424,9 +428,8 @@ class DeliveryLog:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from None
 
-    def step(self, outcome: tuple[int, str, str, int, float, str | None] | None,
-             start: int | None) -> None:
-        """outcome: (subscriber id, state, reply, attempts, next attempt at, new status)."""
+    def step(self, outcome: Outcome | None, start: int | None) -> None:
+        """Record ``outcome`` and mark delivery ``start`` 'sending', in one commit."""
         stamp = now_iso()
         try:
             self.db.execute("BEGIN IMMEDIATE")
