@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from composer.delivery import RateLimiter, SendLock
 from tests.helpers import run, write_issue
 from tests.smtp_server import (
     Handler,
+    Server,
     password_authenticator,
     running,
     silent_server,
@@ -83,16 +86,24 @@ def test_asks_before_sending_and_can_be_declined(monkeypatch: pytest.MonkeyPatch
     assert handler.received == [] and counts(newsletter_home) == {}
 
 
+@contextlib.contextmanager
+def auth_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, handler: Handler,
+                server_password: str, our_password: str) -> Iterator[Server]:
+    """STARTTLS with a trusted test CA, AUTH required; our settings point at it."""
+    ca = trustme.CA()
+    with running(handler, tls_context=tls_context(ca.issue_cert("127.0.0.1")),
+                 require_starttls=True, auth_required=True,
+                 authenticator=password_authenticator("editor", server_password)) as server:
+        use(monkeypatch, {**server.env("starttls"), "SMTP_CA_FILE": str(write_ca(ca, tmp_path)),
+                          "SMTP_USERNAME": "editor", "SMTP_PASSWORD": our_password})
+        yield server
+
+
 def test_starttls_with_a_verified_certificate_and_auth(monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
     add_subscribers(3)
-    ca = trustme.CA()
     handler = Handler()
-    with running(handler, tls_context=tls_context(ca.issue_cert("127.0.0.1")),
-                 require_starttls=True, auth_required=True,
-                 authenticator=password_authenticator("editor", "s3cret")) as server:
-        use(monkeypatch, {**server.env("starttls"), "SMTP_CA_FILE": str(write_ca(ca, tmp_path)),
-                          "SMTP_USERNAME": "editor", "SMTP_PASSWORD": "s3cret"})
+    with auth_server(monkeypatch, tmp_path, handler, "s3cret", "s3cret"):
         result = run("send", "2025-04-16", "--yes")
     assert result.exit_code == 0, result.output
     assert "(starttls)" in result.stdout
@@ -223,13 +234,8 @@ def test_auth_failure_stops_and_never_shows_the_password(
         caplog: pytest.LogCaptureFixture) -> None:
     canary = "canary-Pw-7731"
     add_subscribers(3)
-    ca = trustme.CA()
     handler = Handler()
-    with running(handler, tls_context=tls_context(ca.issue_cert("127.0.0.1")),
-                 require_starttls=True, auth_required=True,
-                 authenticator=password_authenticator("editor", "right")) as server:
-        use(monkeypatch, {**server.env("starttls"), "SMTP_CA_FILE": str(write_ca(ca, tmp_path)),
-                          "SMTP_USERNAME": "editor", "SMTP_PASSWORD": canary})
+    with auth_server(monkeypatch, tmp_path, handler, "right", canary) as server:
         result = run("-v", "send", "2025-04-16", "--yes")
         test_copy = run("-v", "send", "2025-04-16", "--test", "me@example.org")
     assert result.exit_code == 1 and test_copy.exit_code == 1
