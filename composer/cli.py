@@ -1,37 +1,135 @@
 """The ``newsletter`` command. Thin: parse, call one core function, print.
 
 Every ``ComposerError`` becomes ``Error: ...`` (or one line per problem for
-an invalid issue file) on stderr and exit status 1; usage errors exit 2 (Click).
-Heavy libraries are imported inside the commands that use them, so that
+an invalid issue file) on stderr and exit status 1; usage errors exit 2
+(Click). Output goes to stdout, errors and warnings to stderr. Heavy
+libraries are imported inside the commands that use them, so that
 ``newsletter --help`` stays fast.
+
+``-v`` and ``--dir DIR`` are accepted anywhere on the command line.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from composer.errors import ComposerError, IssueError
 
 if TYPE_CHECKING:
     from composer.config import Settings
-    from composer.delivery import Progress, SendSummary
-    from composer.store import Store
+    from composer.send.engine import Progress, SendSummary
+    from composer.store.database import Store
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@dataclass
+class _Globals:
+    """Options given anywhere on the command line, for this invocation."""
+
+    verbose: bool = False
+    home: str | None = None
+
+
+# Set for each invocation when the command line is parsed.
+_GLOBALS: ContextVar[_Globals] = ContextVar("composer_globals", default=_Globals())
+
+
+def _take_globals(args: list[str]) -> tuple[list[str], _Globals]:
+    """Remove ``-v``/``--verbose`` and ``--dir DIR`` from anywhere before ``--``."""
+    found = _Globals()
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in ("-v", "--verbose"):
+            found.verbose = True
+        elif arg == "--dir":
+            if i + 1 >= len(args):
+                raise typer.BadParameter("--dir needs a folder", param_hint="--dir")
+            found.home = args[i + 1]
+            i += 1
+        elif arg.startswith("--dir="):
+            found.home = arg.removeprefix("--dir=")
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, found
+
+
+class _Group(TyperGroup):
+    """Global options anywhere; full one-line descriptions in the command list."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            args, found = _take_globals(list(args))
+            _GLOBALS.set(found)
+            _configure_logging(found.verbose)
+        result: list[str] = super().parse_args(ctx, args)
+        return result
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, (cmd.help or "").strip().splitlines()[0]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+_HANDLER_NAME = "composer-cli"
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Our own log lines (``composer.*``) to stderr; libraries' debug output stays off."""
+    logger = logging.getLogger("composer")
+    for handler in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logger.propagate = False
+
+
+def _globals() -> _Globals:
+    return _GLOBALS.get()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from composer import __version__
+
+        typer.echo(f"newsletter-composer {__version__}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     name="newsletter",
+    cls=_Group,
     help="Compose, check, preview and send an email newsletter from YAML issue files.",
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
-    add_completion=False,
+    context_settings=CONTEXT,
 )
 
 IssueArg = Annotated[
@@ -39,17 +137,23 @@ IssueArg = Annotated[
 ]
 
 
-@app.callback()
+@app.callback(epilog="-v/--verbose and --dir DIR may also be given after the command.")
 def _options(
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log details to stderr.")
+        bool, typer.Option("--verbose", "-v", help="Log what newsletter does to stderr.")
+    ] = False,
+    folder: Annotated[
+        str | None,
+        typer.Option("--dir", metavar="DIR",
+                     help="The newsletter's folder [default: NEWSLETTER_HOME, or the working "
+                          "folder or its nearest parent with an issues/ folder]"),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True,
+                           help="Show the version and exit.")
     ] = False,
 ) -> None:
     """Compose, check, preview and send an email newsletter from YAML issue files."""
-    import logging
-
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 def _err(message: str) -> None:
@@ -72,8 +176,9 @@ def _errors() -> Iterator[None]:
 
 def _settings() -> Settings:
     from composer.config import load_settings
+    from composer.home import find_home
 
-    return load_settings()
+    return load_settings(find_home(_globals().home))
 
 
 def _kb(size: int) -> str:
@@ -88,30 +193,31 @@ def build(
     ] = None,
 ) -> None:
     """Render an issue: write email.html, email.txt and email.eml (for a sample subscriber)."""
-    from composer.compose import build as build_issue
+    from composer.send.prepare import build as build_issue
 
     with _errors():
         result = build_issue(issue, _settings(), out)
     for path in result.files:
         typer.echo(f"wrote {path}")
-    size = result.rendered.html_bytes
+    size = result.prepared.rendered.html_bytes
     typer.echo(f"HTML part: {_kb(size)} (Gmail clips at 102 KB)")
-    for finding in result.findings:
+    for finding in result.prepared.findings:
         _err(str(finding))
 
 
 @app.command()
 def check(issue: IssueArg) -> None:
     """Validate and lint an issue; exit 1 if it has errors, 0 with warnings listed."""
-    from composer.compose import check as check_issue
+    from composer.send.prepare import prepare
 
     with _errors():
-        loaded, _, findings = check_issue(issue, _settings())
+        prepared = prepare(issue, _settings())
+    findings = prepared.findings
     for finding in findings:
         typer.echo(str(finding))
-    errors = sum(f.severity == "error" for f in findings)
+    errors = len(prepared.errors)
     warnings = len(findings) - errors
-    summary = f"{loaded.path}: {errors} error(s), {warnings} warning(s)"
+    summary = f"{prepared.loaded.path}: {errors} error(s), {warnings} warning(s)"
     if errors:
         _err(summary)
         raise typer.Exit(1)
@@ -125,7 +231,7 @@ def new(
     ] = None,
 ) -> None:
     """Start the next issue from the structure of the latest one, stories emptied."""
-    from composer.compose import new_issue
+    from composer.issue.files import new_issue
 
     when = None
     if date is not None:
@@ -136,23 +242,92 @@ def new(
                 f"{date!r} is not a date like 2025-04-23", param_hint="--date"
             ) from None
     with _errors():
-        path = new_issue(_settings(), when)
+        path = new_issue(_settings().home, when)
     typer.echo(f"started {path}; fill it in, then run: newsletter check {path}")
 
 
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of issue files (for completion and validation in editors)."""
-    from composer.model import json_schema
+    from composer.issue.model import json_schema
 
     json.dump(json_schema(), sys.stdout, indent=2, ensure_ascii=False)
     typer.echo()
 
 
+@app.command()
+def init(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder to create the newsletter in [default: here].")
+    ] = Path("."),
+    title: Annotated[str, typer.Option(help="The newsletter's title.")] = "My Newsletter",
+) -> None:
+    """Create a newsletter: .env with a fresh secret key, and issues/ with a first issue."""
+    from composer.fsutil import relative
+    from composer.home import init_newsletter
+
+    with _errors():
+        made = init_newsletter(folder, title)
+    issue = made.first_issue.stem
+    where = relative(made.folder.resolve())
+    go = "" if str(where) == "." else f"  cd {where}\n"
+    typer.echo(f"created a newsletter in {where}/:\n"
+               f"  {made.env_file}  settings, with a fresh secret key (keep it private)\n"
+               f"  {made.first_issue}  your first issue: edit it\n"
+               f"next:\n{go}"
+               f"  newsletter build {issue}      write build/{issue}/email.html\n"
+               f"  newsletter preview {issue}    see it in the browser as you edit\n"
+               "  newsletter subscribers import FILE.csv\n"
+               f"  newsletter send {issue}       (set NEWSLETTER_FROM and SMTP_HOST in .env "
+               "first; without SMTP_HOST it goes to the local outbox)")
+
+
+theme_app = typer.Typer(help="Themes: copy a bundled one into the newsletter to restyle it.",
+                        cls=_Group, no_args_is_help=True, rich_markup_mode=None,
+                        context_settings=CONTEXT)
+app.add_typer(theme_app, name="theme")
+
+
+@theme_app.command("copy")
+def theme_copy(
+    name: Annotated[str, typer.Argument(help="A bundled theme: default, minimal, ...")],
+    as_name: Annotated[
+        str | None, typer.Option("--as", help="Name of the copy [default: NAME].")
+    ] = None,
+) -> None:
+    """Copy a bundled theme into the newsletter's templates/ to restyle it."""
+    import re
+
+    from composer.fsutil import relative
+    from composer.render.themes import copy_theme
+
+    if as_name is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", as_name):
+        raise typer.BadParameter("use lower-case letters, digits, - and _", param_hint="--as")
+    with _errors():
+        target = copy_theme(name, _settings().home, as_name)
+    typer.echo(f"copied theme {name!r} to {relative(target)}/; edit it there, and use it with "
+               f"`theme: {target.name}` in the newsletter's issues")
+
+
+@theme_app.command("list")
+def theme_list() -> None:
+    """List the themes: the bundled ones and the newsletter's own."""
+    from composer.render.themes import bundled_themes, own_root
+
+    with _errors():
+        own = own_root(_settings().home)
+    for name in bundled_themes():
+        typer.echo(f"{name}\tbundled")
+    if own is not None:
+        for folder in sorted(p for p in own.iterdir() if p.is_dir()):
+            typer.echo(f"{folder.name}\t{folder}")
+
+
 # -- subscribers -------------------------------------------------------------
 
 subscribers_app = typer.Typer(help="Manage subscribers (in the SQLite database).",
-                              no_args_is_help=True, rich_markup_mode=None)
+                              cls=_Group, no_args_is_help=True, rich_markup_mode=None,
+                              context_settings=CONTEXT)
 app.add_typer(subscribers_app, name="subscribers")
 
 ListOpt = Annotated[str | None, typer.Option("--list", help="Only this list (or tag).")]
@@ -162,10 +337,11 @@ StatusOpt = Annotated[
 
 
 @contextmanager
-def _store() -> Iterator[Store]:
-    from composer.store import Store
+def _store(create: bool = False) -> Iterator[Store]:
+    """The newsletter's database; only commands that add subscribers create it."""
+    from composer.store.database import Store
 
-    with _errors(), Store(_settings().db_path) as store:
+    with _errors(), Store(_settings().db_path, create=create) as store:
         yield store
 
 
@@ -179,9 +355,9 @@ def subscribers_import(
     ] = None,
 ) -> None:
     """Import subscribers from CSV: bad rows go to FILE.rejects.csv, the rest are merged."""
-    from composer.subscribers import import_csv
+    from composer.audience.subscribers import import_csv
 
-    with _store() as store:
+    with _store(create=True) as store:
         report = import_csv(store, file, list_name)
     for problem in report.problems:
         _err(problem)
@@ -201,9 +377,9 @@ def subscribers_add(
     language: Annotated[str, typer.Option(help="Language code, e.g. en or es.")] = "",
 ) -> None:
     """Add one subscriber (or update the name and lists of an existing one)."""
-    from composer.subscribers import add
+    from composer.audience.subscribers import add
 
-    with _store() as store:
+    with _store(create=True) as store:
         address, outcome = add(store, email, name, list_name or [], language)
         current = store.subscriber(address)
     status = current.status if current else "?"
@@ -213,10 +389,10 @@ def subscribers_add(
 @subscribers_app.command("remove")
 def subscribers_remove(email: Annotated[str, typer.Argument(help="The address.")]) -> None:
     """Delete a subscriber and their delivery history (to forget them, e.g. on request)."""
-    from composer.subscribers import normalise_email
+    from composer.mail.addresses import normalise
 
     with _store() as store:
-        address = normalise_email(email)
+        address = normalise(email)
         if not store.remove(address):
             raise _not_found(address)
     typer.echo(f"{address}: removed")
@@ -230,10 +406,10 @@ def _not_found(address: str) -> typer.Exit:
 @subscribers_app.command("unsubscribe")
 def subscribers_unsubscribe(email: Annotated[str, typer.Argument(help="The address.")]) -> None:
     """Unsubscribe an address (kept, so that it is never mailed or imported again)."""
-    from composer.subscribers import normalise_email
+    from composer.mail.addresses import normalise
 
     with _store() as store:
-        address = normalise_email(email)
+        address = normalise(email)
         subscriber = store.set_status(address, "unsubscribed", "newsletter subscribers unsubscribe")
         if subscriber is None:
             raise _not_found(address)
@@ -243,10 +419,11 @@ def subscribers_unsubscribe(email: Annotated[str, typer.Argument(help="The addre
 @subscribers_app.command("list")
 def subscribers_list(status: StatusOpt = None, list_name: ListOpt = None) -> None:
     """List subscribers: email, status, name, lists (tab-separated)."""
-    from composer.subscribers import check_status
+    from composer.audience.subscribers import check_status
 
-    with _store() as store:
+    with _errors():
         check_status(status)
+    with _store() as store:
         for s in store.subscribers(status, list_name):
             typer.echo(f"{s.email}\t{s.status}\t{s.name}\t{','.join(s.lists)}")
 
@@ -258,19 +435,14 @@ def subscribers_export(
     ] = None,
 ) -> None:
     """Export every subscriber as CSV (email, name, status, language, lists, ...)."""
-    from composer.compose import write_atomic
-    from composer.subscribers import export_csv
+    from composer.audience.subscribers import export_file
 
     with _store() as store:
         if file is None:
-            export_csv(store, sys.stdout)
+            export_file(store, None)
             return
-        import io
-
-        buffer = io.StringIO()
-        n = export_csv(store, buffer)
-        write_atomic(file, buffer.getvalue().encode())
-    typer.echo(f"exported {n} subscribers to {file}", err=True)
+        n = export_file(store, file)
+    typer.echo(f"exported {n} subscribers to {file}")
 
 
 @subscribers_app.command("count")
@@ -288,7 +460,7 @@ def subscribers_unsubscribe_mailbox(
     mailbox: Annotated[Path, typer.Argument(help="Maildir folder or mbox file.")],
 ) -> None:
     """Apply unsubscribe requests mailed to the List-Unsubscribe mailto: address."""
-    from composer.subscribers import unsubscribe_from_mailbox
+    from composer.audience.subscribers import unsubscribe_from_mailbox
 
     with _store() as store:
         report = unsubscribe_from_mailbox(store, _settings().secret_key.get(), mailbox)
@@ -358,8 +530,9 @@ def send(
     ] = 900.0,
 ) -> None:
     """Send an issue to the active subscribers; run again to resume a stopped send."""
-    from composer.delivery import SendOptions, plan_send, run_send, send_test_copy
-    from composer.delivery import dry_run as build_all
+    from composer.send.engine import run_send
+    from composer.send.plan import SendOptions, plan_send, send_test_copy
+    from composer.send.plan import dry_run as build_all
 
     settings = _settings_checked()
     with _errors():
@@ -446,7 +619,7 @@ def _settings_checked() -> Settings:
 @app.command()
 def status(issue: IssueArg) -> None:
     """Show an issue's delivery log: counts by state, failures and in-doubt messages."""
-    from composer.delivery import status as issue_status
+    from composer.send.status import status as issue_status
 
     with _errors():
         report = issue_status(issue, _settings())
@@ -472,16 +645,14 @@ def preview(
     import threading
     import webbrowser
 
-    import uvicorn
-
-    from composer.preview import PreviewState
-    from composer.web import preview_app
+    from composer.web.app import preview_app
+    from composer.web.preview import PreviewState
+    from composer.web.server import run
 
     with _errors():
         settings = _settings()
+        _check_port("127.0.0.1", port)
         state = PreviewState(settings, issue, as_email)
-        if not state.path.exists():
-            raise IssueError([f"{issue}: no such issue file"])
         if as_email is not None and state.error and "--as" in state.error:
             raise ComposerError(state.error)
     stop = threading.Event()
@@ -492,24 +663,29 @@ def preview(
     if open_browser:
         webbrowser.open(url)
     try:
-        uvicorn.run(preview_app(state), host="127.0.0.1", port=port, log_level="warning",
-                    timeout_graceful_shutdown=1)
+        run(preview_app(state), "127.0.0.1", port, public=False)
     finally:
         stop.set()
 
 
 @app.command()
 def archive(
-    out: Annotated[Path, typer.Option(help="Folder to write the site to.")] = Path("archive"),
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write the site to [default: archive/ in the "
+                                       "newsletter's folder]")
+    ] = None,
     all_issues: Annotated[
         bool, typer.Option("--all", help="Every valid issue, not only the sent ones.")
     ] = False,
 ) -> None:
     """Write the web archive: an index, each issue's web version, and an Atom feed."""
-    from composer.archive import write_archive
+    from composer.fsutil import relative
+    from composer.web.archive import write_archive
 
     with _errors():
-        written = write_archive(_settings(), out, all_issues)
+        settings = _settings()
+        out = out or relative(settings.home / "archive")
+        written = write_archive(settings, out, all_issues)
     issues = len(written) - 2
     typer.echo(f"wrote {out / 'index.html'}, {out / 'feed.xml'} and {issues} issue page(s)")
 
@@ -520,17 +696,36 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
 ) -> None:
     """Serve the archive and one-click unsubscribes (RFC 8058) over HTTP."""
-    import uvicorn
-
-    from composer.web import serve_app
+    from composer.web.app import serve_app
+    from composer.web.server import run
 
     with _errors():
         settings = _settings()
         _require_secret(settings, host not in ("127.0.0.1", "localhost", "::1"))
+        _check_port(host, port)
     typer.echo(f"Serving {settings.base_url} on http://{host}:{port}/ "
                f"(database {settings.db_path}; Ctrl-C to stop)")
-    uvicorn.run(serve_app(settings), host=host, port=port, log_level="warning",
-                proxy_headers=True, server_header=False, timeout_graceful_shutdown=5)
+    run(serve_app(settings), host, port, public=True)
+
+
+def _check_port(host: str, port: int) -> None:
+    """A port already in use (or an address not on this machine) is a one-line error."""
+    import socket
+
+    from composer.errors import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: unknown address ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"{host}:{port}: cannot listen there ({exc.strerror}); "
+                              "choose another --port") from None
 
 
 def _require_secret(settings: Settings, needed: bool) -> None:

@@ -1,4 +1,4 @@
-"""Settings from the environment or a ``.env`` file in the working folder.
+"""Settings from the environment or a ``.env`` file in the newsletter's folder.
 
 Secrets (the SMTP password, the signing key) are kept as ``Secret`` so that
 ``repr`` and ``str`` never show them, in logs or in tracebacks.
@@ -6,12 +6,15 @@ Secrets (the SMTP password, the signing key) are kept as ``Secret`` so that
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from composer.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SECURITY_MODES = ("starttls", "ssl", "none")
 DEV_SECRET = "dev-only-insecure-key-change-me"
@@ -102,14 +105,25 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
 
 
 def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Read settings: real environment first, then ``HOME/.env`` for what is unset."""
-    home = (home or Path(os.environ.get("NEWSLETTER_HOME", ".") or ".")).resolve()
+    """Read settings: real environment first, then ``HOME/.env`` for what is unset.
+
+    ``home`` is the newsletter's folder; by default it is found as
+    ``home.find_home`` finds it (``NEWSLETTER_HOME``, or walking up)."""
+    if home is None:
+        from composer.home import find_home
+
+        home = find_home()
+    home = home.resolve()
     merged: dict[str, str] = {}
     dotenv_path = home / ".env"
     if dotenv_path.is_file():
         from dotenv import dotenv_values
 
-        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        try:
+            values = dotenv_values(dotenv_path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{dotenv_path}: cannot read: {exc}") from None
+        merged.update({k: v for k, v in values.items() if v is not None})
     merged.update(os.environ if env is None else env)
 
     security = merged.get("SMTP_SECURITY", "starttls").strip().lower() or "starttls"
@@ -135,7 +149,7 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         )
     db_raw = merged.get("NEWSLETTER_DB", "").strip()
     outbox_raw = merged.get("NEWSLETTER_OUTBOX", "").strip()
-    return Settings(
+    settings = Settings(
         home=home,
         db_path=Path(db_raw).expanduser() if db_raw else home / "newsletter.db",
         outbox=Path(outbox_raw).expanduser() if outbox_raw else home / "outbox",
@@ -151,3 +165,7 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         smtp_ca_file=merged.get("SMTP_CA_FILE", "").strip(),
         unsubscribe_mailto=merged.get("NEWSLETTER_UNSUBSCRIBE_MAILTO", "").strip(),
     )
+    log.debug("newsletter folder %s (.env %s); database %s; transport %s", home,
+              "read" if dotenv_path.is_file() else "absent", settings.db_path,
+              settings.transport_label)
+    return settings

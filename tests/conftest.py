@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_ISSUE = REPO / "issues" / "2025-04-16.yaml"
-SEED_TEXT = REPO.parent / "shared" / "seed" / "weekly-update-2025-04-16.txt"
+SEED_TEXT = Path(__file__).resolve().parent / "data" / "weekly-update-2025-04-16.txt"
 ARTIFACTS = Path(os.environ.get("NEWSLETTER_TEST_ARTIFACTS", REPO / "test-artifacts"))
 CHROMIUM = "/usr/bin/chromium"
 
@@ -79,3 +79,13 @@ def chromium_available() -> bool:
     if os.environ.get("NEWSLETTER_REQUIRE_BROWSER") == "1":
         raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium")
     return False
+
+
+NEEDS_BROWSER = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not chromium_available(),
+        reason=f"browser test skipped: Debian's chromium is not at {CHROMIUM} "
+        "(apt-get install chromium; CI installs it and requires these tests)",
+    ),
+]

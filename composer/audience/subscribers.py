@@ -1,10 +1,6 @@
-"""Subscriber addresses and CSV import/export.
+"""Subscribers: CSV import and export, adding one, unsubscribe requests by mail.
 
-Addresses are normalised once, here: trimmed, Unicode NFC, validated by
-email-validator without DNS, the domain in ASCII (IDNA) so that it can go on
-the wire, and the whole address lower-cased so that ``Ana@X.org`` and
-``ana@x.org`` are one subscriber (providers treat local parts
-case-insensitively in practice).
+Addresses follow the one address policy of ``mail.addresses``.
 
 The import streams: rows are read, checked and written in transactions of a
 few thousand, so memory does not grow with the file.
@@ -18,15 +14,13 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
-from email_validator import EmailNotValidError, validate_email
-
 from composer.errors import SubscriberError
-from composer.message import clean
-from composer.store import STATUSES, Store, now_iso
+from composer.mail.addresses import normalise
+from composer.mail.message import clean
+from composer.store.database import STATUSES, Store, now_iso
 
 BATCH = 2000
 _EMAIL_COLUMNS = ("email", "email address", "e-mail", "e-mail address", "mail", "address")
@@ -40,37 +34,6 @@ _STATUS_COLUMNS = ("status",)
 # and a status column in audience exports.
 _STATUS_WORDS = {"subscribed": "active", "active": "active", "unsubscribed": "unsubscribed",
                  "cleaned": "bounced", "bounced": "bounced", "complained": "complained"}
-
-
-_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-
-
-def _validate(text: str) -> str:
-    try:
-        result = validate_email(text, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as exc:
-        raise SubscriberError(f"{text!r} is not a valid email address: {exc}") from None
-    return str(result.ascii_email or result.normalized).lower()
-
-
-@lru_cache(maxsize=8192)
-def _ascii_domain(domain: str) -> str:
-    """email-validator's verdict on a domain, kept: lists repeat a few domains
-    endlessly, and the domain check (IDNA, UTS-46) is most of its cost."""
-    return _validate(f"x@{domain}").partition("@")[2]
-
-
-def normalise_email(raw: str) -> str:
-    text = unicodedata.normalize("NFC", raw.strip())
-    if not text:
-        raise SubscriberError("the email address is empty")
-    local, at, domain = text.rpartition("@")
-    if at and len(local) <= 64 and len(text) <= 254 and _DOT_ATOM.fullmatch(local):
-        try:
-            return f"{local}@{_ascii_domain(domain.lower())}".lower()
-        except SubscriberError:
-            pass  # let the full check word the error for the whole address
-    return _validate(text)
 
 
 def normalise_name(raw: str) -> str:
@@ -225,7 +188,7 @@ _Row = tuple[str, str, str, dict[str, Any], list[str], str | None]
 
 
 def _parse(row: list[str], columns: _Columns) -> _Row:
-    email = normalise_email(_cell(row, columns.email))
+    email = normalise(_cell(row, columns.email))
     name = _cell(row, columns.name) or " ".join(
         filter(None, (_cell(row, columns.first), _cell(row, columns.last))))
     status_word = _cell(row, columns.status).lower()
@@ -256,13 +219,35 @@ def export_csv(store: Store, out: IO[str]) -> int:
     return n
 
 
+def export_file(store: Store, path: Path | None) -> int:
+    """Export to ``path`` (written whole or not at all), or to stdout when ``None``."""
+    import io
+    import sys
+
+    from composer.fsutil import write_atomic
+
+    if path is None:
+        return export_csv(store, sys.stdout)
+    if path.is_dir():
+        raise SubscriberError(f"{path}: is a folder; give a file name such as "
+                              f"{path / 'subscribers.csv'}")
+    buffer = io.StringIO()
+    n = export_csv(store, buffer)
+    try:
+        write_atomic(path, buffer.getvalue().encode(), mode=0o600)
+    except OSError as exc:
+        raise SubscriberError(f"{path}: cannot write the export: {exc.strerror}; choose a "
+                              "folder you can write to") from None
+    return n
+
+
 def check_status(status: str | None) -> None:
     if status is not None and status not in STATUSES:
         raise SubscriberError(f"status {status!r} is not one of {', '.join(STATUSES)}")
 
 
 def add(store: Store, email: str, name: str, lists: list[str], language: str) -> tuple[str, str]:
-    address = normalise_email(email)
+    address = normalise(email)
     with store.transaction() as db:
         _, outcome = store.upsert(db, address, normalise_name(name), language, {}, lists, None,
                                   now_iso())
@@ -288,7 +273,7 @@ def unsubscribe_from_mailbox(store: Store, key: str, path: Path) -> MailboxRepor
     """
     import mailbox
 
-    from composer.tokens import verify
+    from composer.audience.tokens import verify
 
     if path.is_dir():
         box: mailbox.Mailbox = mailbox.Maildir(path, create=False)

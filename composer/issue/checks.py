@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from composer import markdown as md
-from composer.fields import TOKEN_RE
-from composer.issue import LoadedIssue, date_from_name
-from composer.model import (
+from composer.issue import markdown as md
+from composer.issue.files import date_from_name
+from composer.issue.load import LoadedIssue
+from composer.issue.model import (
+    AnyBlock,
     FocusBlock,
     Image,
     Issue,
@@ -24,8 +25,8 @@ from composer.model import (
     Story,
     TextBlock,
 )
-from composer.render import GMAIL_CLIP_BYTES, RenderedIssue
 
+GMAIL_CLIP_BYTES = 102 * 1024
 WARN_HTML_BYTES = 90 * 1024
 
 Loc = tuple[int | str, ...]
@@ -74,8 +75,6 @@ class _Walker:
     def markdown(self, text: str | None, loc: Loc) -> None:
         if not text:
             return
-        if TOKEN_RE.search(text):
-            self.add("error", loc, "contains a reserved __nlfield_ placeholder; remove it")
         for ref in md.references(text):
             if ref.kind == "link":
                 self.url(ref.target, loc)
@@ -132,8 +131,7 @@ class _Walker:
         for i, block in enumerate(issue.sections):
             self.block(block, ("sections", i))
 
-    def block(self, block: LeadBlock | LinksBlock | FocusBlock | RegionsBlock | TextBlock,
-              loc: Loc) -> None:
+    def block(self, block: AnyBlock, loc: Loc) -> None:
         name = f"section {block.heading!r}" if block.heading else "section"
         if isinstance(block, LeadBlock):
             self.story(block.story, (*loc, "story"))
@@ -179,8 +177,10 @@ class _Walker:
             self.markdown(block.body, (*loc, "body"))
 
 
-def check_issue(loaded: LoadedIssue, rendered: RenderedIssue | None) -> list[Finding]:
-    """Every finding for one issue, errors first, in file order within each."""
+def check_issue(loaded: LoadedIssue, html_bytes: int | None) -> list[Finding]:
+    """Every finding for one issue, errors first, in file order within each.
+
+    ``html_bytes`` is the size of the rendered HTML part, when it was rendered."""
     walker = _Walker(loaded)
     walker.issue(loaded.issue)
     expected = date_from_name(loaded.path)
@@ -188,8 +188,8 @@ def check_issue(loaded: LoadedIssue, rendered: RenderedIssue | None) -> list[Fin
         walker.add("error", ("date",),
                    f"date {loaded.issue.date} does not match the file name {loaded.path.name}; "
                    "rename the file or fix the date")
-    if rendered is not None:
-        size = rendered.html_bytes
+    if html_bytes is not None:
+        size = html_bytes
         where = (f"HTML part is {size / 1024:.1f} KB; Gmail clips messages over 102 KB, "
                  "hiding the footer and its unsubscribe link")
         if size > GMAIL_CLIP_BYTES:

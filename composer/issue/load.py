@@ -7,7 +7,6 @@ node they came from.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from composer.errors import IssueError
-from composer.model import Issue
+from composer.issue.model import BLOCK_TYPES, Issue
 
 try:  # libyaml's composer is ~10x faster than the pure-Python one
     from yaml import CSafeLoader as _Loader
@@ -90,7 +89,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     """Drop pydantic's discriminator tags (``sections.0.lead.story``)."""
-    tags = {"lead", "links", "focus", "regions", "text"}
+    tags = set(BLOCK_TYPES)
     out: list[int | str] = []
     for i, part in enumerate(loc):
         if isinstance(part, str) and part in tags and i > 0 and isinstance(loc[i - 1], int):
@@ -106,9 +105,9 @@ def _describe(error: Any) -> str:
     if kind == "extra_forbidden":
         return "unknown field; check the spelling (see `newsletter schema`)"
     if kind == "union_tag_invalid":
-        return "type must be one of lead, links, focus, regions, text"
+        return f"type must be one of {', '.join(BLOCK_TYPES)}"
     if kind == "union_tag_not_found":
-        return "each section needs a type: lead, links, focus, regions or text"
+        return f"each section needs a type: {', '.join(BLOCK_TYPES)}"
     message: str = error["msg"].removeprefix("Value error, ")
     got = error.get("input")
     if isinstance(got, dict | list):
@@ -177,16 +176,3 @@ def read_source(path: Path) -> bytes:
 
 def load_issue(path: Path) -> LoadedIssue:
     return parse_issue(read_source(path), path)
-
-
-def issue_files(folder: Path) -> list[Path]:
-    """Issue files in ``folder``, oldest first (names start with the date)."""
-    return sorted(p for p in folder.glob("*.yaml") if date_from_name(p) is not None)
-
-
-def date_from_name(path: Path) -> dt.date | None:
-    """The date an issue file's name starts with (``2025-04-16.yaml``), if any."""
-    try:
-        return dt.date.fromisoformat(path.stem[:10])
-    except ValueError:
-        return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,6 +18,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
 _ONE_LINE = ("subject", "preheader", "headline", "title", "kicker", "label", "name", "heading",
              "organisation", "byline", "alt", "button", "spotlight_label", "other_news_label",
              "see_also_label", "unsubscribe_label", "view_online_label")
+
+
+# Rendering stands these in for per-subscriber values (see render.fields);
+# an issue's own text must not contain them.
+RESERVED_PREFIX = "__nlfield_"
 
 
 def _check_text(value: object, one_line: bool) -> object:
@@ -28,6 +33,8 @@ def _check_text(value: object, one_line: bool) -> object:
         if found:
             raise ValueError(f"contains the control character U+{ord(found.group()):04X}; "
                              "remove it")
+        if RESERVED_PREFIX in value:
+            raise ValueError(f"contains the reserved text {RESERVED_PREFIX}; remove it")
         if one_line and ("\n" in value or "\r" in value):
             raise ValueError("must be one line")
     return value
@@ -168,10 +175,15 @@ class TextBlock(_Model):
     body: Markdown = ""
 
 
-Block = Annotated[
-    LeadBlock | LinksBlock | FocusBlock | RegionsBlock | TextBlock,
-    Field(discriminator="type"),
-]
+# The one declaration of the section types: the schema's union, the names
+# ``type:`` accepts, the blocks/ partial a theme needs for each, and ``new``'s
+# emptying all derive from this tuple.
+AnyBlock = LeadBlock | LinksBlock | FocusBlock | RegionsBlock | TextBlock
+BLOCK_CLASSES: tuple[type[_Model], ...] = get_args(AnyBlock)
+BLOCK_TYPES: tuple[str, ...] = tuple(
+    get_args(cls.model_fields["type"].annotation)[0] for cls in BLOCK_CLASSES
+)
+Block = Annotated[AnyBlock, Field(discriminator="type")]
 
 
 class Footer(_Model):

@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
 from composer.errors import SubscriberError
-from composer.fields import fill, split
-from composer.render import RenderedIssue
+from composer.mail.addresses import normalise
+from composer.render.fields import fill, split
+from composer.render.pipeline import RenderedIssue
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_ADDR_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 _ATEXT_PHRASE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")
 _URL_RE = re.compile(r"^[\x21-\x3b=\x3f-\x7e]{1,2000}$")  # printable ASCII but < >
 CRLF = b"\r\n"
@@ -41,13 +41,6 @@ def clean(text: str, limit: int = 200) -> str:
     if text.isprintable() and len(text) <= limit and text.strip() == text:
         return text
     return _CONTROL_RE.sub(" ", text).strip()[:limit]
-
-
-def check_address(address: str) -> str:
-    """An ASCII address safe to put in a header and an SMTP envelope."""
-    if not _ADDR_RE.match(address) or ".." in address or address.startswith("."):
-        raise SubscriberError(f"{address!r} is not a valid email address")
-    return address
 
 
 def _encoded_words(text: str) -> str:
@@ -76,7 +69,7 @@ def header_text(text: str) -> str:
 
 def mailbox(name: str, address: str) -> str:
     """``Display Name <addr>`` with the name quoted or encoded as it needs."""
-    return _mailbox(clean(name, 120), check_address(address))
+    return _mailbox(clean(name, 120), normalise(address))
 
 
 def _mailbox(name: str, address: str) -> str:
@@ -130,7 +123,7 @@ class MessageTemplate:
     ) -> None:
         name, addr = parseaddr(from_address)
         self.from_header = mailbox(name, addr)
-        self.envelope_from = check_address(addr)
+        self.envelope_from = normalise(addr)
         self.domain = domain
         self.slug = rendered.issue.slug
         self.digest = rendered.digest
@@ -279,7 +272,7 @@ def field_values(r: Recipient) -> dict[str, str]:
     """The per-subscriber fields, cleaned; escaping is up to the context."""
     return {
         "name": clean(r.name, 120),
-        "email": check_address(r.email),
+        "email": normalise(r.email),
         "unsubscribe_url": _url(r.unsubscribe_url),
         "view_url": _url(r.view_url),
     }

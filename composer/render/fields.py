@@ -12,9 +12,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from composer.issue.model import RESERVED_PREFIX as _PREFIX
+
 FIELDS = ("name", "email", "unsubscribe_url", "view_url")
-_PREFIX = "__nlfield_"
-TOKEN_RE = re.compile(r"__nlfield_(name|email|unsubscribe_url|view_url)__")
+TOKEN_RE = re.compile(re.escape(_PREFIX) + "(" + "|".join(FIELDS) + ")__")
 
 
 def token(field: str) -> str:

@@ -8,9 +8,9 @@ tokens (see ``fields``).
 
 from __future__ import annotations
 
-from composer import markdown as md
-from composer.fields import Placeholders
-from composer.model import (
+from composer.issue import markdown as md
+from composer.issue.model import (
+    AnyBlock,
     FocusBlock,
     Issue,
     LeadBlock,
@@ -21,6 +21,7 @@ from composer.model import (
     Story,
     TextBlock,
 )
+from composer.render.fields import Placeholders
 
 RULE = "=" * 60
 THIN = "-" * 60
@@ -62,7 +63,7 @@ def _heading(text: str | None) -> list[str]:
     return [f"{RULE}\n{text.upper()}\n{RULE}"] if text else []
 
 
-def _block(block: LeadBlock | LinksBlock | FocusBlock | RegionsBlock | TextBlock) -> list[str]:
+def _block(block: AnyBlock) -> list[str]:
     out = _heading(block.heading)
     if isinstance(block, LeadBlock):
         out.extend(_story(block.story))

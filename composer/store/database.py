@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,65 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import StoreError
+from composer.store.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
 
 STATUSES = ("active", "unsubscribed", "bounced", "complained")
 STATES = ("pending", "sending", "sent", "deferred", "failed", "in_doubt")
-
-MIGRATIONS: list[str] = [
-    # 1: subscribers, lists, deliveries
-    """
-    CREATE TABLE subscribers (
-        id INTEGER PRIMARY KEY,
-        email TEXT NOT NULL UNIQUE,
-        name TEXT NOT NULL DEFAULT '',
-        status TEXT NOT NULL DEFAULT 'active'
-            CHECK (status IN ('active', 'unsubscribed', 'bounced', 'complained')),
-        language TEXT NOT NULL DEFAULT '',
-        attributes TEXT NOT NULL DEFAULT '{}',
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        status_changed_at TEXT
-    );
-    CREATE INDEX subscribers_status ON subscribers (status, id);
-    CREATE TABLE lists (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-    CREATE TABLE memberships (
-        list_id INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
-        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
-        PRIMARY KEY (list_id, subscriber_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX memberships_subscriber ON memberships (subscriber_id);
-    CREATE TABLE sends (
-        issue TEXT PRIMARY KEY,
-        digest TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    );
-    CREATE TABLE deliveries (
-        issue TEXT NOT NULL REFERENCES sends (issue),
-        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
-        state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'sending', 'sent', 'deferred', 'failed', 'in_doubt')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL DEFAULT 0,
-        reply TEXT NOT NULL DEFAULT '',
-        updated_at TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (issue, subscriber_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX deliveries_state ON deliveries (issue, state, subscriber_id);
-    """,
-    # 2: an audit trail of status changes (unsubscribes, bounces)
-    """
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        subscriber_id INTEGER REFERENCES subscribers (id) ON DELETE SET NULL,
-        kind TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT '',
-        at TEXT NOT NULL
-    );
-    """,
-]
-
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -106,8 +54,14 @@ class Delivery:
 class Store:
     """One connection to the newsletter's database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, create: bool = True) -> None:
+        """Open (and migrate) the database; ``create=False`` refuses to make a new one,
+        for commands that only read: a missing database is then a clear error."""
         self.path = path
+        if not create and not path.exists():
+            raise StoreError(f"{path}: no database yet (nothing imported or sent from this "
+                             "newsletter); add subscribers with `newsletter subscribers "
+                             "import FILE`")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30,
@@ -169,14 +123,14 @@ class Store:
         if len(done) > len(MIGRATIONS):
             raise StoreError(f"{self.path}: made by a newer newsletter-composer "
                              f"(schema {max(done)}); upgrade to use it")
-        for version, sql in enumerate(MIGRATIONS, start=1):
+        for version, step in enumerate(MIGRATIONS, start=1):
             if version in done:
                 continue
             with self.transaction() as db:
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in step.statements:
+                    db.execute(statement)
                 db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now_iso()))
+            log.info("%s: applied migration %d (%s)", self.path, version, step.name)
         return len(MIGRATIONS)
 
     # -- subscribers ----------------------------------------------------------
@@ -321,10 +275,16 @@ class Store:
                        "SET digest = excluded.digest, subject = excluded.subject, "
                        "updated_at = excluded.updated_at", (issue, digest, subject, stamp, stamp))
 
-    def audience_sql(self, list_name: str | None) -> tuple[str, list[Any]]:
-        """Active subscribers (of a list) who have no delivery row for the issue yet."""
+    @staticmethod
+    def audience_sql(list_name: str | None, waiting_too: bool = False
+                     ) -> tuple[str, list[Any]]:
+        """The one audience rule: active subscribers (of a list) who have no delivery
+        row for the issue yet (``waiting_too``: or one not yet sent). The SQL takes
+        the issue as its first parameter, then the returned arguments."""
+        waiting = " AND d.state NOT IN ('pending', 'deferred')" if waiting_too else ""
         sql = ("FROM subscribers s WHERE s.status = 'active' AND NOT EXISTS "
-               "(SELECT 1 FROM deliveries d WHERE d.issue = ? AND d.subscriber_id = s.id)")
+               "(SELECT 1 FROM deliveries d WHERE d.issue = ? AND d.subscriber_id = s.id"
+               + waiting + ")")
         if list_name:
             sql += (" AND s.id IN (SELECT m.subscriber_id FROM memberships m JOIN lists l "
                     "ON l.id = m.list_id WHERE l.name = ?)")
@@ -369,6 +329,26 @@ class Store:
             "WHERE d.issue = ? AND d.state IN ('pending', 'deferred') AND s.status = 'active'",
             (issue,))[0][0])
 
+    def unsent(self, issue: str, list_name: str | None, batch: int = 1000
+               ) -> Iterator[Delivery]:
+        """The audience of an issue still to be mailed, in id order: active subscribers
+        (of the list) with no delivery yet or one waiting (pending, deferred)."""
+        audience, args = self.audience_sql(list_name, waiting_too=True)
+        after = 0
+        while True:
+            rows = self.query("SELECT s.id, s.email, s.name " + audience
+                              + " AND s.id > ? ORDER BY s.id LIMIT ?",
+                              [issue, *args, after, batch])
+            yield from (Delivery(r[0], r[1], r[2], 0) for r in rows)
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def sent_issues(self) -> set[str]:
+        """Issues at least one message of which was sent."""
+        return {r[0] for r in self.query(
+            "SELECT DISTINCT issue FROM deliveries WHERE state = 'sent'")}
+
     def requeue_in_doubt(self, issue: str) -> int:
         with self.transaction() as db:
             return db.execute("UPDATE deliveries SET state = 'pending' WHERE issue = ? AND "
@@ -403,59 +383,3 @@ class Store:
             "SELECT s.email, d.state, d.reply, d.attempts FROM deliveries d JOIN subscribers s "
             f"ON s.id = d.subscriber_id WHERE d.issue = ? AND d.state IN ({marks}) "
             "ORDER BY d.updated_at, s.email LIMIT ?", (issue, *states, limit))]
-
-
-# (subscriber id, state, server reply, attempts, next attempt at, new subscriber status)
-Outcome = tuple[int, str, str, int, float, str | None]
-
-
-class DeliveryLog:
-    """A worker's own connection for recording results, one commit per message.
-
-    ``step`` writes the outcome of the previous message and marks the next one
-    'sending' in the same transaction, so a crash leaves at most one row per
-    connection in 'sending' (then reported in doubt), at one commit a message.
-    """
-
-    def __init__(self, path: Path, issue: str) -> None:
-        self.path = path
-        self.issue = issue
-        try:
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30,
-                                      check_same_thread=False)
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=30000")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: {exc}") from None
-
-    def step(self, outcome: Outcome | None, start: int | None) -> None:
-        """Record ``outcome`` and mark delivery ``start`` 'sending', in one commit."""
-        stamp = now_iso()
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            if outcome is not None:
-                sid, state, reply, attempts, next_at, status = outcome
-                self.db.execute(
-                    "UPDATE deliveries SET state = ?, reply = ?, attempts = ?, "
-                    "next_attempt_at = ?, updated_at = ? WHERE issue = ? AND subscriber_id = ?",
-                    (state, reply[:500], attempts, next_at, stamp, self.issue, sid))
-                if status is not None:
-                    self.db.execute(
-                        "UPDATE subscribers SET status = ?, status_changed_at = ?, "
-                        "updated_at = ? WHERE id = ? AND status = 'active'",
-                        (status, stamp, stamp, sid))
-                    self.db.execute("INSERT INTO events (subscriber_id, kind, detail, at) "
-                                    "VALUES (?, ?, ?, ?)", (sid, status, reply[:500], stamp))
-            if start is not None:
-                self.db.execute("UPDATE deliveries SET state = 'sending', updated_at = ? "
-                                "WHERE issue = ? AND subscriber_id = ?",
-                                (stamp, self.issue, start))
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self.db.execute("ROLLBACK")
-            raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
-
-    def close(self) -> None:
-        self.db.close()
-

@@ -28,11 +28,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from composer import archive
+from composer.audience.tokens import verify
 from composer.config import Settings
 from composer.errors import ComposerError
-from composer.store import Store
-from composer.tokens import verify
+from composer.store.database import Store
+from composer.web import archive
 
 MAX_BODY = 16 * 1024
 Scope = MutableMapping[str, Any]
@@ -229,7 +229,9 @@ def serve_app(settings: Settings) -> ASGIApp:
     app = Starlette(routes=[
         Route("/", index),
         Route("/feed.xml", feed),
+        Route("/index.html", index),
         Route("/issues/{slug}/", issue),
+        Route("/issues/{slug}/index.html", issue),
         Route("/issues/{slug}", issue),
         Route("/unsubscribe", unsubscribe_info),
         Route("/unsubscribe/{token}", confirm, methods=["GET", "HEAD"]),

@@ -8,19 +8,23 @@ with ``web=True``: nothing personal in it (no name, no address, no token).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import jinja2
 
 from composer.config import Settings
 from composer.errors import ComposerError, IssueError
-from composer.issue import issue_files, load_issue
-from composer.model import Issue
-from composer.render import render_issue
-from composer.store import Store
+from composer.fsutil import write_atomic
+from composer.issue.files import issue_files
+from composer.issue.load import load_issue
+from composer.issue.model import Issue
+from composer.render.pipeline import render_issue
+from composer.store.database import Store
 
 SLUG_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -32,6 +36,7 @@ _PAGES = jinja2.Environment(
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{ title }}: archive</title>
+<link rel="canonical" href="{{ base }}/">
 <link rel="alternate" type="application/atom+xml" title="{{ title }}" href="{{ base }}/feed.xml">
 <style>
 body { font: 17px/1.5 Helvetica, Arial, sans-serif; color: #1f2328; max-width: 42rem;
@@ -42,11 +47,11 @@ a { color: #a4161a; }
 </head>
 <body>
 <header><h1>{{ title }}</h1><p>{{ organisation }}: every issue, newest first.
-<a href="{{ base }}/feed.xml">Atom feed</a></p></header>
+<a href="feed.xml">Atom feed</a></p></header>
 <main><ol reversed>
 {% for e in entries %}
 <li><time datetime="{{ e.slug }}">{{ e.issue.date.strftime("%-d %B %Y") }}</time>
-<a href="{{ base }}/issues/{{ e.slug }}/">{{ e.issue.subject }}</a><br>{{ e.issue.preheader }}</li>
+<a href="issues/{{ e.slug }}/index.html">{{ e.issue.subject }}</a><br>{{ e.issue.preheader }}</li>
 {% else %}
 <li>No issue has been sent yet.</li>
 {% endfor %}
@@ -71,8 +76,7 @@ def sent_slugs(settings: Settings) -> set[str]:
     if not settings.db_path.exists():
         return set()
     with Store(settings.db_path) as store:
-        return {r[0] for r in store.query(
-            "SELECT DISTINCT issue FROM deliveries WHERE state = 'sent'")}
+        return store.sent_issues()
 
 
 def entries(settings: Settings, include_unsent: bool = False) -> list[Entry]:
@@ -103,10 +107,22 @@ def index_page(settings: Settings, items: list[Entry]) -> bytes:
     ).encode()
 
 
+def issue_url(settings: Settings, slug: str) -> str:
+    return f"{_base(settings)}/issues/{slug}/"
+
+
 def issue_page(settings: Settings, entry: Entry) -> bytes:
+    """The web version: the email without anything personal, with its canonical URL
+    and a relative link back to the index (the archive works from disk too)."""
     rendered = render_issue(load_issue(entry.path), settings.home, web=True,
                             cache_dir=settings.cache_dir)
-    return rendered.html.encode()
+    html = rendered.html
+    canonical = (f'<link rel="canonical" href="{escape(issue_url(settings, entry.slug))}">'
+                 '<link rel="index" href="../../index.html">')
+    head_end = html.find("</head>")
+    if head_end >= 0:
+        html = html[:head_end] + canonical + html[head_end:]
+    return html.encode()
 
 
 def feed(settings: Settings, items: list[Entry]) -> bytes:
@@ -126,7 +142,7 @@ def feed(settings: Settings, items: list[Entry]) -> bytes:
     ET.SubElement(author, f"{{{ns}}}name").text = nl.organisation if nl else "Newsletter"
     for e in items:
         entry = ET.SubElement(root, f"{{{ns}}}entry")
-        url = f"{base}/issues/{e.slug}/"
+        url = issue_url(settings, e.slug)
         ET.SubElement(entry, f"{{{ns}}}title").text = e.issue.subject
         ET.SubElement(entry, f"{{{ns}}}id").text = url
         ET.SubElement(entry, f"{{{ns}}}link", href=url, rel="alternate")
@@ -136,20 +152,32 @@ def feed(settings: Settings, items: list[Entry]) -> bytes:
     return b'<?xml version="1.0" encoding="utf-8"?>\n' + body
 
 
-def write_archive(settings: Settings, out: Path, include_unsent: bool) -> list[Path]:
-    """Write index.html, feed.xml and issues/<date>/index.html under ``out``."""
-    from composer.compose import write_atomic
+FILE_MODE = 0o644  # a web server running as another user reads the archive
+DIR_MODE = 0o755
 
+
+def _ensure_dir(folder: Path) -> None:
+    """Make ``folder`` (and missing parents) 0755 whatever the umask."""
+    if not folder.is_dir():
+        _ensure_dir(folder.parent)
+        folder.mkdir()
+        os.chmod(folder, DIR_MODE)
+
+
+def write_archive(settings: Settings, out: Path, include_unsent: bool) -> list[Path]:
+    """Write index.html, feed.xml and issues/<date>/index.html under ``out``.
+
+    Pages link to each other relatively, so the folder can be opened from disk
+    or served under any path; the feed and canonical links are absolute."""
     items = entries(settings, include_unsent)
+    pages = [(out / "index.html", index_page(settings, items)),
+             (out / "feed.xml", feed(settings, items))]
+    pages += [(out / "issues" / e.slug / "index.html", issue_page(settings, e)) for e in items]
     written = []
     try:
-        for path, data in [(out / "index.html", index_page(settings, items)),
-                           (out / "feed.xml", feed(settings, items))]:
-            write_atomic(path, data)
-            written.append(path)
-        for e in items:
-            path = out / "issues" / e.slug / "index.html"
-            write_atomic(path, issue_page(settings, e))
+        for path, data in pages:
+            _ensure_dir(path.parent)
+            write_atomic(path, data, mode=FILE_MODE)
             written.append(path)
     except OSError as exc:
         raise ComposerError(f"{out}: cannot write the archive: {exc.strerror}") from None

@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from composer.compose import message_template, resolve_issue_path, sample_recipient
 from composer.config import Settings
 from composer.errors import ComposerError, IssueError
-from composer.issue import load_issue
-from composer.lint import check_issue
-from composer.message import Recipient, personalise
-from composer.render import GMAIL_CLIP_BYTES, render_issue, templates_root
+from composer.issue.checks import GMAIL_CLIP_BYTES
+from composer.issue.files import resolve_issue_path
+from composer.mail.addresses import normalise
+from composer.mail.message import Recipient, personalise
+from composer.render.themes import theme_dirs
+from composer.send.prepare import Prepared, message_template, prepare
+from composer.send.recipients import Recipients
+from composer.store.database import Store
 
 
 @dataclass(frozen=True)
@@ -41,37 +44,32 @@ class PreviewState:
         self.snapshot: Snapshot | None = None
         self.error: str | None = None
         self.version = 0
+        self.theme = "default"
         self._lock = threading.Lock()
         self.rebuild()
 
-    def _recipient(self, loaded: Any) -> Recipient:
-        sample = sample_recipient(self.settings, loaded)
+    def _recipient(self, prepared: Prepared) -> Recipient:
+        recipients = Recipients(self.settings, prepared.slug)
         if self.as_email is None:
-            return sample
-        from composer.compose import unsubscribe_urls
-        from composer.store import Store
-        from composer.subscribers import normalise_email
-
-        address = normalise_email(self.as_email)
-        with Store(self.settings.db_path) as store:
+            return recipients.sample()
+        address = normalise(self.as_email)
+        with Store(self.settings.db_path, create=False) as store:
             subscriber = store.subscriber(address)
         if subscriber is None:
             raise ComposerError(f"--as {address}: not a subscriber; see "
                                 "`newsletter subscribers list`")
-        https, mailto = unsubscribe_urls(self.settings, subscriber.id, "")
-        return Recipient(key=str(subscriber.id), email=subscriber.email, name=subscriber.name,
-                         unsubscribe_url=https, unsubscribe_mailto=mailto,
-                         view_url=sample.view_url)
+        return recipients.subscriber(subscriber.id, subscriber.email, subscriber.name)
 
     def rebuild(self) -> None:
         try:
-            loaded = load_issue(self.shown_path)
-            rendered = render_issue(loaded, self.settings.home, cache_dir=self.settings.cache_dir)
-            recipient = self._recipient(loaded)
+            prepared = prepare(str(self.shown_path), self.settings)
+            self.theme = prepared.loaded.issue.theme_name
+            recipient = self._recipient(prepared)
+            rendered = prepared.rendered
             html, text = personalise(rendered, recipient)
-            raw = message_template(self.settings, loaded, rendered).build(recipient)
+            raw = message_template(self.settings, prepared).build(recipient)
             head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
-            findings = [(f.severity, str(f)) for f in check_issue(loaded, rendered)]
+            findings = [(f.severity, str(f)) for f in prepared.findings]
             snap = Snapshot(rendered.subject, html, text, head.replace("\r\n ", " ").split("\r\n"),
                             rendered.html_bytes, findings)
             with self._lock:
@@ -102,10 +100,12 @@ class PreviewState:
         """Rebuild on changes until ``stop`` is set (run it in a thread)."""
         import watchfiles
 
-        templates = templates_root(self.settings.home).resolve()
         folder = self.path.parent
-        for changes in watchfiles.watch(folder, templates, stop_event=stop, debounce=100,
+        roots = [self.settings.home / "templates", *theme_dirs(self.theme, self.settings.home)]
+        templates = sorted({r.resolve() for r in roots if r.is_dir()})
+        for changes in watchfiles.watch(folder, *templates, stop_event=stop, debounce=100,
                                         step=25, raise_interrupt=False):
-            if any(Path(p).resolve() == self.path or Path(p).resolve().is_relative_to(templates)
+            if any(Path(p).resolve() == self.path
+                   or any(Path(p).resolve().is_relative_to(t) for t in templates)
                    for _, p in changes):
                 self.rebuild()

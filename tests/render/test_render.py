@@ -10,14 +10,15 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-from composer.compose import message_template, sample_recipient
 from composer.config import load_settings
 from composer.errors import TemplateError
-from composer.fields import TOKEN_RE
-from composer.issue import load_issue, parse_issue
-from composer.message import personalise
-from composer.render import render_issue
-from tests.conftest import SEED_ISSUE, normalise, seed_content_lines
+from composer.issue.load import load_issue, parse_issue
+from composer.mail.message import personalise
+from composer.render.fields import TOKEN_RE
+from composer.render.pipeline import render_issue
+from composer.send.prepare import message_template, prepare
+from composer.send.recipients import Recipients
+from tests.conftest import REPO, SEED_ISSUE, normalise, seed_content_lines
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +82,14 @@ def test_html_is_a_standards_mode_inlined_email(rendered) -> None:  # type: igno
 
 def test_placeholders_are_filled_per_subscriber(rendered) -> None:  # type: ignore[no-untyped-def]
     settings = load_settings()
-    loaded = load_issue(SEED_ISSUE)
-    recipient = sample_recipient(settings, loaded)
+    prepared = prepare(str(SEED_ISSUE), settings)
+    recipient = Recipients(settings, prepared.slug).sample()
     html, text = personalise(rendered, recipient)
     assert TOKEN_RE.search(rendered.html) and TOKEN_RE.search(rendered.text)
     assert not TOKEN_RE.search(html) and not TOKEN_RE.search(text)
     assert recipient.unsubscribe_url in html and recipient.unsubscribe_url in text
     message = email.message_from_bytes(
-        message_template(settings, loaded, rendered).build(recipient), policy=email.policy.SMTP
+        message_template(settings, prepared).build(recipient), policy=email.policy.SMTP
     )
     body = message.get_body(("html",))
     assert body is not None and body.get_content().replace("\r\n", "\n") == html
@@ -120,7 +121,7 @@ def test_a_theme_is_chosen_per_issue(tmp_path: Path) -> None:
 def test_undefined_template_variable_names_file_and_line(tmp_path: Path) -> None:
     themes = tmp_path / "templates"
     (themes / "broken" / "blocks").mkdir(parents=True)
-    (themes / "default").symlink_to(Path(__file__).resolve().parent.parent / "templates" / "default")
+    (themes / "default").symlink_to(REPO / "templates" / "default")
     (themes / "broken" / "blocks" / "text.mjml.j2").write_text(
         "<mj-section>\n<mj-column><mj-text>{{ block.nonexistent }}</mj-text></mj-column>\n</mj-section>\n"
     )

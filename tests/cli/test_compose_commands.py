@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.helpers import run, write_issue
 
 
@@ -179,6 +180,6 @@ def test_schema_is_json_schema_of_the_format() -> None:
 
 
 def test_committed_schema_matches_the_model() -> None:
-    committed = Path(__file__).resolve().parent.parent / "docs" / "issue.schema.json"
+    committed = REPO / "docs" / "issue.schema.json"
     assert json.loads(committed.read_text()) == json.loads(run("schema").stdout), (
         "regenerate with: newsletter schema > docs/issue.schema.json")

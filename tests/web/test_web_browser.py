@@ -5,17 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import pytest
 
-from composer.tokens import sign
-from tests.conftest import ARTIFACTS, chromium_available
+from composer.audience.tokens import sign
+from tests.conftest import REPO, ARTIFACTS, NEEDS_BROWSER
 from tests.helpers import run
-from tests.servers import newsletter_server, raw_get
+from tests.servers import newsletter_server
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed"),
-]
+pytestmark = NEEDS_BROWSER
 
 WAIT = 10_000  # ms: generous, for a loaded CI machine; the update itself takes ~0.2 s
 
@@ -64,7 +60,7 @@ def test_preview_shows_both_widths_text_and_updates_live(browser, newsletter_hom
 def test_preview_follows_template_edits(browser, newsletter_home: Path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    shutil.copytree(Path(__file__).resolve().parent.parent / "templates",
+    shutil.copytree(REPO / "templates",
                     newsletter_home / "templates")
     header = newsletter_home / "templates" / "default" / "partials" / "header.mjml.j2"
     with newsletter_server(newsletter_home, "preview", "2025-04-16") as port:
@@ -93,15 +89,6 @@ def test_preview_as_a_subscriber_escapes_the_name(browser, newsletter_home: Path
         assert "This email was sent to x@example.org" in html
         page.close()
         assert dialogs == []
-
-
-def test_preview_refuses_other_hosts(newsletter_home: Path) -> None:
-    with newsletter_server(newsletter_home, "preview", "2025-04-16") as port:
-        status, body = raw_get(port, "/", host="evil.example")
-        ok, page = raw_get(port, "/")
-        rebound, _ = raw_get(port, "/state.json", host=f"evil.example:{port}")
-    assert status == 403 and rebound == 403
-    assert ok == 200 and b"x-content-type-options: nosniff" in page.lower()
 
 
 def test_unsubscribe_page_shows_a_hostile_name_as_text(browser, newsletter_home: Path) -> None:  # type: ignore[no-untyped-def]

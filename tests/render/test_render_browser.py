@@ -6,13 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS, chromium_available
+from tests.conftest import ARTIFACTS, NEEDS_BROWSER
 from tests.helpers import run
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed"),
-]
+pytestmark = NEEDS_BROWSER
 
 
 def _columns(page) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]

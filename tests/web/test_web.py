@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from composer.tokens import sign
+from composer.audience.tokens import sign
 from tests.helpers import run
 from tests.servers import newsletter_server, raw_get
 
@@ -47,7 +47,10 @@ def test_archive_lists_sent_issues_with_a_feed(sent_home: Path) -> None:
     result = run("archive", "--out", "site")
     assert result.stdout == ("wrote site/index.html, site/feed.xml and 1 issue page(s)\n")
     index = (sent_home / "site" / "index.html").read_text()
-    assert 'href="http://127.0.0.1:8000/issues/2025-04-16/"' in index
+    # Links between pages are relative (the folder works from disk and under any path);
+    # the feed and canonical links are absolute.
+    assert 'href="issues/2025-04-16/index.html"' in index and 'href="feed.xml"' in index
+    assert '<link rel="canonical" href="http://127.0.0.1:8000/">' in index
     assert "Clearview AI surveillance tech allegedly designed to target minorities" in index
     feed = ET.parse(sent_home / "site" / "feed.xml").getroot()
     atom = "{http://www.w3.org/2005/Atom}"
@@ -58,6 +61,29 @@ def test_archive_lists_sent_issues_with_a_feed(sent_home: Path) -> None:
     assert "Clearview AI’s facial recognition" in page
     assert "__nlfield" not in page and "This email was sent to" not in page
     assert "/unsubscribe/" not in page and "ana@example.org" not in page
+    assert '<link rel="canonical" href="http://127.0.0.1:8000/issues/2025-04-16/">' in page
+    assert '<link rel="index" href="../../index.html">' in page
+
+
+def test_the_archive_is_readable_by_others_and_works_from_disk(sent_home: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o077)  # a cautious umask must not make the site unreadable
+    try:
+        assert run("archive", "--out", "deep/site").exit_code == 0
+    finally:
+        os.umask(old)
+    site = sent_home / "deep" / "site"
+    for path in [site, *site.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+    # Every relative link resolves to a file of the archive.
+    import re
+
+    for page in site.rglob("*.html"):
+        for href in re.findall(r'href="([^"#:]+)"', page.read_text()):
+            assert (page.parent / href).resolve().is_file(), (page, href)
 
 
 def test_archive_of_unsent_issues(newsletter_home: Path) -> None:
@@ -133,9 +159,10 @@ def test_serve_archive_pages_and_traversal(sent_home: Path) -> None:
     (sent_home / "issues" / "2025-05-01.yaml").symlink_to("/etc/passwd")
     with newsletter_server(sent_home, "serve") as port:
         status, index = raw_get(port, "/")
-        assert status == 200 and b"/issues/2025-04-16/" in index
-        status, page = raw_get(port, "/issues/2025-04-16/")
-        assert status == 200 and "Clearview AI’s facial".encode() in page
+        assert status == 200 and b"issues/2025-04-16/index.html" in index
+        for path in ("/issues/2025-04-16/", "/issues/2025-04-16/index.html"):
+            status, page = raw_get(port, path)
+            assert status == 200 and "Clearview AI’s facial".encode() in page
         status, feed = raw_get(port, "/feed.xml")
         assert status == 200 and b"application/atom+xml" in feed
         for path in ["/issues/../../../etc/passwd", "/issues/%2e%2e/%2e%2e/etc/passwd",
@@ -181,3 +208,12 @@ def test_unsubscribe_requests_from_the_mailto_mailbox(sent_home: Path, tmp_path:
     ]
     assert status_of(sent_home, "ana@example.org") == "unsubscribed"
     assert status_of(sent_home, "bo@example.org") == "active"
+
+
+def test_preview_refuses_other_hosts(newsletter_home: Path) -> None:
+    with newsletter_server(newsletter_home, "preview", "2025-04-16") as port:
+        status, body = raw_get(port, "/", host="evil.example")
+        ok, page = raw_get(port, "/")
+        rebound, _ = raw_get(port, "/state.json", host=f"evil.example:{port}")
+    assert status == 403 and rebound == 403
+    assert ok == 200 and b"x-content-type-options: nosniff" in page.lower()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from composer.delivery import RateLimiter, SendLock
+from composer.send.lock import SendLock
+from composer.send.rate import RateLimiter
 from tests.helpers import run, write_issue
 from tests.smtp_server import (
     Handler,

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from composer.errors import SubscriberError
-from composer.issue import load_issue
-from composer.message import MessageTemplate, Recipient, mailbox, personalise
-from composer.render import render_issue
+from composer.issue.load import load_issue
+from composer.mail.message import MessageTemplate, Recipient, mailbox, personalise
+from composer.render.pipeline import render_issue
 from tests.conftest import SEED_ISSUE
 
 RENDERED = render_issue(load_issue(SEED_ISSUE))
@@ -117,7 +117,7 @@ def test_mailbox_quoting_matches_the_stdlib() -> None:
 
 def test_a_subject_with_control_characters_is_refused(tmp_path: Path) -> None:
     from composer.errors import IssueError
-    from composer.issue import parse_issue
+    from composer.issue.load import parse_issue
 
     lines = SEED_ISSUE.read_bytes().split(b"\n")
     source = b"\n".join(
@@ -132,7 +132,7 @@ def test_a_subject_with_control_characters_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text", ["Clearview\r\nBcc: spy@example.net", "a\x00b", "x\u2028y"])
 def test_header_text_never_breaks_a_line(text: str) -> None:
-    from composer.message import header_text
+    from composer.mail.message import header_text
 
     out = header_text(text)
     assert "\r" not in out and "\n" not in out and "\x00" not in out and "\u2028" not in out

@@ -1,0 +1,150 @@
+"""Themes: where a theme's templates are found, and the Jinja environment for one.
+
+A theme is a folder of Jinja-templated MJML: ``issue.mjml.j2``, ``blocks/``
+(one partial per section type) and ``partials/``. Templates are looked up,
+partial by partial, in:
+
+1. the newsletter's own ``templates/<theme>/`` (what ``newsletter theme copy``
+   makes, to restyle),
+2. the bundled theme of that name,
+3. the bundled ``default`` theme,
+
+so a theme need only contain what it changes. The bundled themes are the
+repository's top-level ``templates/`` folder; the wheel ships it inside the
+package as ``composer/themes/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from composer.errors import TemplateError
+from composer.issue import markdown as md
+
+log = logging.getLogger(__name__)
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+DEFAULT_THEME = "default"
+
+
+def bundled_root() -> Path:
+    """The bundled themes: inside the installed package, or the source checkout's."""
+    shipped = _PACKAGE / "themes"
+    if shipped.is_dir():
+        return shipped
+    return _PACKAGE.parent / "templates"
+
+
+def bundled_themes() -> list[str]:
+    return sorted(p.name for p in bundled_root().iterdir() if p.is_dir())
+
+
+def own_root(home: Path | None) -> Path | None:
+    """The newsletter's own ``templates/`` folder, if it has one."""
+    if home is not None and (home / "templates").is_dir():
+        return home / "templates"
+    return None
+
+
+def theme_dirs(theme: str, home: Path | None) -> list[Path]:
+    """The folders searched for ``theme``'s templates, first match wins."""
+    bundled = bundled_root()
+    candidates = []
+    own = own_root(home)
+    if own is not None:
+        candidates.append(own / theme)
+    candidates.append(bundled / theme)
+    if not any(c.is_dir() for c in candidates):
+        known = sorted({*bundled_themes(), *(_names(own) if own else [])})
+        where = f"{own} or the bundled themes" if own else "the bundled themes"
+        raise TemplateError(
+            f"theme {theme!r} not found in {where}; known themes: {', '.join(known)}"
+        )
+    candidates.append(bundled / DEFAULT_THEME)
+    dirs: list[Path] = []
+    for c in candidates:
+        if c.is_dir() and c not in dirs:
+            dirs.append(c)
+    return dirs
+
+
+def _names(root: Path) -> list[str]:
+    return [p.name for p in root.iterdir() if p.is_dir()]
+
+
+def longdate(value: object) -> str:
+    strftime = getattr(value, "strftime", None)
+    return str(strftime("%-d %B %Y")) if strftime else str(value)
+
+
+@lru_cache(maxsize=16)
+def _environment(dirs: tuple[Path, ...], cache_dir: Path | None) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=True,
+        bytecode_cache=_bytecode_cache(cache_dir),
+    )
+    env.filters["md"] = md.to_html
+    env.filters["md_inline"] = md.to_html_inline
+    env.filters["longdate"] = longdate
+    return env
+
+
+def environment(
+    theme: str, home: Path | None, cache_dir: Path | None = None
+) -> jinja2.Environment:
+    """A cached Jinja environment for ``theme``, autoescaping, ``StrictUndefined``.
+
+    With ``cache_dir``, compiled templates are kept there between processes
+    (Jinja checks the source's mtime, so edits are picked up).
+    """
+    dirs = tuple(theme_dirs(theme, home))
+    log.debug("theme %s: %s", theme, " -> ".join(str(d) for d in dirs))
+    return _environment(dirs, cache_dir)
+
+
+def _bytecode_cache(cache_dir: Path | None) -> jinja2.BytecodeCache | None:
+    if cache_dir is None:
+        return None
+    try:
+        (cache_dir / "jinja").mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(cache_dir / "jinja"))
+
+
+def copy_theme(name: str, home: Path, as_name: str | None = None) -> Path:
+    """Copy bundled theme ``name`` into ``home/templates/<as_name or name>``.
+
+    The copy holds every template the theme uses, its own and those it takes
+    from ``default``, so that everything it shows can be restyled in one place.
+    """
+    bundled = bundled_root()
+    if not (bundled / name).is_dir():
+        raise TemplateError(
+            f"no bundled theme named {name!r}; bundled themes: {', '.join(bundled_themes())}"
+        )
+    target = home / "templates" / (as_name or name)
+    if target.exists():
+        raise TemplateError(
+            f"{target} already exists; edit it, or copy under another name with --as NAME"
+        )
+    staging = target.with_name(f".{target.name}.copying")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for source in (bundled / DEFAULT_THEME, bundled / name):
+            shutil.copytree(source, staging, dirs_exist_ok=True)
+        staging.rename(target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise TemplateError(f"{target}: cannot copy the theme: {exc.strerror}") from None
+    return target

@@ -1,0 +1,119 @@
+"""What a send would do, before it does it: the audience, the checks, a dry
+run that builds every message, and a single test copy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from composer.config import Settings
+from composer.errors import IssueError, SendError
+from composer.mail.addresses import normalise
+from composer.mail.transport import Result, make_transport
+from composer.send.prepare import Prepared, message_template, prepare
+from composer.send.recipients import Recipients
+from composer.store.database import Store
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    list_name: str | None = None
+    limit: int | None = None
+    connections: int = 4
+    rate_per_second: float | None = None
+    rate_per_hour: float | None = None
+    force: bool = False
+    resend_in_doubt: bool = False
+    retry_delay: float = 60.0  # first retry of a 4xx after this; x4 each time
+    max_attempts: int = 5
+    max_wait: float = 900.0  # how long one run waits for deferred retries
+    pause_after: int = 50  # failures in a row that pause the run
+    reconnects: int = 5
+
+
+@dataclass(frozen=True)
+class SendPlan:
+    prepared: Prepared
+    issue: str
+    subject: str
+    sender: str
+    transport: str
+    new: int  # active subscribers not yet queued for this issue
+    waiting: int  # queued by an earlier run and not yet sent (pending, deferred)
+    in_doubt: int  # in doubt from earlier runs (incl. ones a crash left 'sending')
+    already_sent: int
+    started_before: bool
+
+    @property
+    def audience(self) -> int:
+        return self.new + self.waiting
+
+
+def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
+    """What a send would do. Refuses an issue with errors or one edited since
+    its sending started (unless ``force``). Its one write is housekeeping:
+    unsent deliveries to people who have left since are dropped."""
+    prepared = prepare(spec, settings)
+    loaded, rendered = prepared.loaded, prepared.rendered
+    if prepared.errors:
+        raise IssueError([*map(str, prepared.errors),
+                          f"{loaded.path}: fix these errors before sending"])
+    slug = prepared.slug
+    with Store(settings.db_path) as store:
+        if options.list_name and not store.list_exists(options.list_name):
+            raise SendError(f"no list named {options.list_name!r} in {settings.db_path}; "
+                            "see `newsletter subscribers count --list NAME`")
+        record = store.send_record(slug)
+        store.drop_inactive(slug)
+        counts = store.counts(slug)
+        if record and record[0] != rendered.digest and not options.force:
+            raise SendError(
+                f"{loaded.path} changed after sending it started ({counts['sent']} sent); "
+                "send the rest as it is now with --force, or undo the edit")
+        new = store.count_new(slug, options.list_name)
+        waiting = store.count_waiting(slug)
+    if options.limit is not None:
+        new = min(new, max(0, options.limit - waiting))
+    return SendPlan(
+        prepared=prepared, issue=slug, subject=rendered.subject,
+        sender=settings.from_address, transport=make_transport(settings).label, new=new,
+        waiting=waiting,
+        in_doubt=counts["in_doubt"] + counts["sending"], already_sent=counts["sent"],
+        started_before=record is not None)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    messages: int
+    total_bytes: int
+
+
+def dry_run(plan: SendPlan, settings: Settings, options: SendOptions) -> DryRun:
+    """Build every message the send would build (new and waiting ones); send nothing."""
+    template = message_template(settings, plan.prepared)
+    recipients = Recipients(settings, plan.issue, options.list_name or "")
+    n = size = 0
+    with Store(settings.db_path) as store:
+        for d in store.unsent(plan.issue, options.list_name):
+            if options.limit is not None and n >= options.limit:
+                break
+            chunks = template.build_chunks(recipients.subscriber(d.subscriber_id, d.email,
+                                                                 d.name))
+            size += sum(map(len, chunks))
+            n += 1
+    return DryRun(n, size)
+
+
+def send_test_copy(spec: str, settings: Settings, address: str) -> tuple[str, Result]:
+    """One copy to ``address``, subject prefixed [TEST]; recorded nowhere."""
+    prepared = prepare(spec, settings)
+    email = normalise(address)
+    template = message_template(settings, prepared, subject_prefix="[TEST] ")
+    transport = make_transport(settings)
+    recipient = Recipients(settings, prepared.slug).test_copy(email)
+    chunks = template.build_chunks(recipient, wire=transport.wire)
+    conn = transport.connect()
+    try:
+        result = conn.send(template.envelope_from, email, chunks)
+    finally:
+        conn.close()
+    return transport.label, result

@@ -1,0 +1,82 @@
+"""The database schema, as named steps applied in order and recorded by number.
+
+Append-only: a step that has shipped is never edited; a change is a new step.
+Each step is a list of statements (no SQL text split on ``;``), applied in one
+transaction together with its row in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    statements: tuple[str, ...]
+
+
+CREATE_SUBSCRIBERS_LISTS_DELIVERIES = Migration(
+    "subscribers, lists, sends and deliveries",
+    (
+        """CREATE TABLE subscribers (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'active'
+                CHECK (status IN ('active', 'unsubscribed', 'bounced', 'complained')),
+            language TEXT NOT NULL DEFAULT '',
+            attributes TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            status_changed_at TEXT
+        )""",
+        "CREATE INDEX subscribers_status ON subscribers (status, id)",
+        "CREATE TABLE lists (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
+        """CREATE TABLE memberships (
+            list_id INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+            PRIMARY KEY (list_id, subscriber_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX memberships_subscriber ON memberships (subscriber_id)",
+        """CREATE TABLE sends (
+            issue TEXT PRIMARY KEY,
+            digest TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE deliveries (
+            issue TEXT NOT NULL REFERENCES sends (issue),
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+            state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'sending', 'sent', 'deferred', 'failed',
+                                 'in_doubt')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            reply TEXT NOT NULL DEFAULT '',
+            updated_at TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (issue, subscriber_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX deliveries_state ON deliveries (issue, state, subscriber_id)",
+    ),
+)
+
+CREATE_EVENTS = Migration(
+    "an audit trail of status changes (unsubscribes, bounces)",
+    (
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            subscriber_id INTEGER REFERENCES subscribers (id) ON DELETE SET NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            at TEXT NOT NULL
+        )""",
+    ),
+)
+
+# Version N is MIGRATIONS[N - 1].
+MIGRATIONS: tuple[Migration, ...] = (
+    CREATE_SUBSCRIBERS_LISTS_DELIVERIES,
+    CREATE_EVENTS,
+)
