@@ -25,19 +25,30 @@ def main() -> None:
     newsletter = str(BIN / "newsletter")
     with tempfile.TemporaryDirectory() as out:
         build = process_seconds([newsletter, "build", str(SEED), "--out", out], repeat)
-        cold = process_seconds([newsletter, "build", str(SEED), "--out", out], repeat,
-                               before=lambda: shutil.rmtree(REPO / "build" / ".cache", True))
+        cold = process_seconds(
+            [newsletter, "build", str(SEED), "--out", out],
+            repeat,
+            before=lambda: shutil.rmtree(REPO / "build" / ".cache", True),
+        )
     help_ = process_seconds([newsletter, "--help"], repeat)
-    ref = process_seconds(
-        [sys.executable, "-c", "import typer, jinja2, premailer, mjml"], repeat)
-    report([
-        ("in-process build of the seed issue", in_process, "target <= 40 ms"),
-        ("newsletter build (process, unchanged issue)", build,
-         f"target <= 400 ms; {build / ref:.2f}x reference"),
-        ("newsletter build (process, cold cache)", cold, f"{cold / ref:.2f}x reference"),
-        ("newsletter --help (process)", help_, f"target <= 150 ms; {help_ / ref:.2f}x reference"),
-        ("reference: import typer, jinja2, premailer, mjml", ref, "same run"),
-    ])
+    ref = process_seconds([sys.executable, "-c", "import typer, jinja2, premailer, mjml"], repeat)
+    report(
+        [
+            ("in-process build of the seed issue", in_process, "target <= 40 ms"),
+            (
+                "newsletter build (process, unchanged issue)",
+                build,
+                f"target <= 400 ms; {build / ref:.2f}x reference",
+            ),
+            ("newsletter build (process, cold cache)", cold, f"{cold / ref:.2f}x reference"),
+            (
+                "newsletter --help (process)",
+                help_,
+                f"target <= 150 ms; {help_ / ref:.2f}x reference",
+            ),
+            ("reference: import typer, jinja2, premailer, mjml", ref, "same run"),
+        ]
+    )
     print(f"HTML size of the seed issue: {render_issue(load_issue(SEED)).html_bytes} bytes")
 
 

@@ -31,10 +31,13 @@ def main() -> None:
         home = Path(tempfile.mkdtemp(prefix="bench-import-"))
         make_csv(home / "people.csv", rows)
         env = {**os.environ, "NEWSLETTER_HOME": str(home)}
-        elapsed, rss, out = timed_child([str(BIN / "newsletter"), "subscribers", "import",
-                                         "people.csv"], env, home)
-        print(f"import {rows:>9,} rows: {rows / elapsed:8,.0f} rows/s, peak RSS "
-              f"{rss / 1024:5.0f} MB  ({out.splitlines()[0]})")
+        elapsed, rss, out = timed_child(
+            [str(BIN / "newsletter"), "subscribers", "import", "people.csv"], env, home
+        )
+        print(
+            f"import {rows:>9,} rows: {rows / elapsed:8,.0f} rows/s, peak RSS "
+            f"{rss / 1024:5.0f} MB  ({out.splitlines()[0]})"
+        )
         shutil.rmtree(home)
 
 

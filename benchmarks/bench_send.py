@@ -38,8 +38,9 @@ def ensure_postfix() -> None:
     if SINK.exists():
         return
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", "postfix"], cwd=tmp, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "download", "postfix"], cwd=tmp, check=True, stdout=subprocess.DEVNULL
+        )
         deb = next(Path(tmp).glob("postfix_*.deb"))
         subprocess.run(["dpkg", "-x", str(deb), str(POSTFIX)], check=True)
 
@@ -48,8 +49,9 @@ def ensure_mailmerge() -> Path:
     exe = MAILMERGE_VENV / "bin" / "mailmerge"
     if not exe.exists():
         subprocess.run([sys.executable, "-m", "venv", str(MAILMERGE_VENV)], check=True)
-        subprocess.run([str(MAILMERGE_VENV / "bin" / "pip"), "install", "-q",
-                        "mailmerge==2.3.0"], check=True)
+        subprocess.run(
+            [str(MAILMERGE_VENV / "bin" / "pip"), "install", "-q", "mailmerge==2.3.0"], check=True
+        )
     return exe
 
 
@@ -61,8 +63,9 @@ def free_port() -> int:
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
     user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    proc = subprocess.Popen([str(SINK), *user, "-4", f"127.0.0.1:{port}", "1024"],
-                            env={**os.environ, **LIBS})
+    proc = subprocess.Popen(
+        [str(SINK), *user, "-4", f"127.0.0.1:{port}", "1024"], env={**os.environ, **LIBS}
+    )
     for _ in range(100):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -74,8 +77,7 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
 def timed_child(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, str]:
     """Wall seconds, peak RSS (KiB) and stderr of one child process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     out = proc.stdout.read()
     err = proc.stderr.read()
@@ -83,8 +85,9 @@ def timed_child(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float,
     proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {err.decode()[-500:]}"
-                           f"{out.decode()[-500:]}")
+        raise RuntimeError(
+            f"{argv[0]} failed ({proc.returncode}): {err.decode()[-500:]}{out.decode()[-500:]}"
+        )
     return elapsed, usage.ru_maxrss, out.decode()
 
 
@@ -99,7 +102,8 @@ def make_home(n: int) -> Path:
     db = sqlite3.connect(db_path)
     db.executemany(
         "INSERT INTO subscribers (email, name, created_at, updated_at) VALUES (?, ?, 'x', 'x')",
-        ((f"reader{i}@example.org", f"Reader {i}") for i in range(n)))
+        ((f"reader{i}@example.org", f"Reader {i}") for i in range(n)),
+    )
     db.commit()
     db.close()
     return home
@@ -107,6 +111,7 @@ def make_home(n: int) -> Path:
 
 def message_size(home: Path) -> int:
     from composer.compose import message_template, sample_recipient
+
     from composer.config import load_settings
     from composer.issue import load_issue
     from composer.render import render_issue
@@ -120,9 +125,10 @@ def message_size(home: Path) -> int:
 def bench_build(home: Path) -> float:
     """Median µs per message for build_chunks (personalise + encode)."""
     from composer.compose import message_template, unsubscribe_urls, view_url
+    from composer.message import Recipient
+
     from composer.config import load_settings
     from composer.issue import load_issue
-    from composer.message import Recipient
     from composer.render import render_issue
 
     settings = load_settings(home, env={})
@@ -131,8 +137,16 @@ def bench_build(home: Path) -> float:
     recipients = []
     for i in range(2000):
         https, mailto = unsubscribe_urls(settings, i, "")
-        recipients.append(Recipient(str(i), f"reader{i}@example.org", f"Reader {i}", https,
-                                    mailto, view_url(settings, "2025-04-16")))
+        recipients.append(
+            Recipient(
+                str(i),
+                f"reader{i}@example.org",
+                f"Reader {i}",
+                https,
+                mailto,
+                view_url(settings, "2025-04-16"),
+            )
+        )
 
     def batch() -> None:
         for r in recipients:
@@ -143,10 +157,17 @@ def bench_build(home: Path) -> float:
 
 def bench_newsletter(n: int, port: int) -> tuple[float, int]:
     home = make_home(n)
-    env = {**os.environ, "NEWSLETTER_HOME": str(home), "SMTP_HOST": "127.0.0.1",
-           "SMTP_PORT": str(port), "SMTP_SECURITY": "none", "NEWSLETTER_SECRET_KEY": "bench"}
-    elapsed, rss, out = timed_child([str(BIN / "newsletter"), "send", "2025-04-16", "--yes",
-                                     "--connections", "4"], env, home)
+    env = {
+        **os.environ,
+        "NEWSLETTER_HOME": str(home),
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(port),
+        "SMTP_SECURITY": "none",
+        "NEWSLETTER_SECRET_KEY": "bench",
+    }
+    elapsed, rss, out = timed_child(
+        [str(BIN / "newsletter"), "send", "2025-04-16", "--yes", "--connections", "4"], env, home
+    )
     assert f"{n:,} sent" in out, out
     shutil.rmtree(home)
     return n / elapsed, rss
@@ -154,9 +175,24 @@ def bench_newsletter(n: int, port: int) -> tuple[float, int]:
 
 def bench_smtp_source(n: int, size: int, port: int) -> float:
     start = time.perf_counter()
-    subprocess.run([str(SOURCE), "-s", "4", "-m", str(n), "-l", str(size), "-f",
-                    "news@example.org", "-t", "reader@example.org", f"127.0.0.1:{port}"],
-                   env={**os.environ, **LIBS}, check=True)
+    subprocess.run(
+        [
+            str(SOURCE),
+            "-s",
+            "4",
+            "-m",
+            str(n),
+            "-l",
+            str(size),
+            "-f",
+            "news@example.org",
+            "-t",
+            "reader@example.org",
+            f"127.0.0.1:{port}",
+        ],
+        env={**os.environ, **LIBS},
+        check=True,
+    )
     return n / (time.perf_counter() - start)
 
 
@@ -166,14 +202,21 @@ def bench_mailmerge(n: int, port: int, home: Path) -> float:
     html = (home / "build" / "2025-04-16" / "email.html").read_text()
     (work / "mailmerge_template.txt").write_text(
         "TO: {{email}}\nSUBJECT: Weekly Update\nFROM: news@example.org\n"
-        "CONTENT-TYPE: text/html\n\n{% raw %}" + html + "{% endraw %}\n")
+        "CONTENT-TYPE: text/html\n\n{% raw %}" + html + "{% endraw %}\n"
+    )
     (work / "mailmerge_database.csv").write_text(
-        "email,name\n" + "".join(f"reader{i}@example.org,Reader {i}\n" for i in range(n)))
+        "email,name\n" + "".join(f"reader{i}@example.org,Reader {i}\n" for i in range(n))
+    )
     (work / "mailmerge_server.conf").write_text(
-        f"[smtp_server]\nhost = 127.0.0.1\nport = {port}\nsecurity = Never\nratelimit = 0\n")
+        f"[smtp_server]\nhost = 127.0.0.1\nport = {port}\nsecurity = Never\nratelimit = 0\n"
+    )
     start = time.perf_counter()
-    subprocess.run([str(exe), "--no-dry-run", "--no-limit", "--output-format", "raw"],
-                   cwd=work, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(exe), "--no-dry-run", "--no-limit", "--output-format", "raw"],
+        cwd=work,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     rate = n / (time.perf_counter() - start)
     shutil.rmtree(work)
     return rate
@@ -184,9 +227,14 @@ def main() -> None:
     n = int(args[0]) if args else 100_000
     ensure_postfix()
     home = make_home(10)
-    subprocess.run([str(BIN / "newsletter"), "build", "2025-04-16"], cwd=home, check=True,
-                   env={**os.environ, "NEWSLETTER_HOME": str(home)}, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(BIN / "newsletter"), "build", "2025-04-16"],
+        cwd=home,
+        check=True,
+        env={**os.environ, "NEWSLETTER_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     size = message_size(home)
     build_us = bench_build(home)
     print(f"message size: {size:,} bytes")
@@ -199,16 +247,24 @@ def main() -> None:
         mm = bench_mailmerge(500, port, home)
         rate = statistics.median(r for r, _ in ours)
         ref = statistics.median(source)
-        print(f"newsletter send, {n:,} subscribers, 4 connections: median {rate:,.0f} msgs/s; "
-              f"peak RSS {max(m for _, m in ours) / 1024:.0f} MB")
-        print(f"smtp-source -s 4 (C), same size:                 median {ref:,.0f} msgs/s; "
-              f"ratio {rate / ref:.2f} (target >= 0.75)")
-        print(f"mailmerge 2.3.0 (500 messages):                  {mm:,.0f} msgs/s; "
-              f"ratio {rate / mm:.0f}x (target >= 40x)")
+        print(
+            f"newsletter send, {n:,} subscribers, 4 connections: median {rate:,.0f} msgs/s; "
+            f"peak RSS {max(m for _, m in ours) / 1024:.0f} MB"
+        )
+        print(
+            f"smtp-source -s 4 (C), same size:                 median {ref:,.0f} msgs/s; "
+            f"ratio {rate / ref:.2f} (target >= 0.75)"
+        )
+        print(
+            f"mailmerge 2.3.0 (500 messages):                  {mm:,.0f} msgs/s; "
+            f"ratio {rate / mm:.0f}x (target >= 40x)"
+        )
         if "--also-1m" in sys.argv:
             big_rate, big_rss = bench_newsletter(1_000_000, port)
-            print(f"newsletter send, 1,000,000 subscribers: {big_rate:,.0f} msgs/s; "
-                  f"peak RSS {big_rss / 1024:.0f} MB")
+            print(
+                f"newsletter send, 1,000,000 subscribers: {big_rate:,.0f} msgs/s; "
+                f"peak RSS {big_rss / 1024:.0f} MB"
+            )
     finally:
         sink.terminate()
         sink.wait()

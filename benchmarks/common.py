@@ -25,14 +25,16 @@ def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> fl
     return statistics.median(samples)
 
 
-def process_seconds(argv: list[str], repeat: int, cwd: Path = REPO,
-                    before: Callable[[], object] | None = None) -> float:
+def process_seconds(
+    argv: list[str], repeat: int, cwd: Path = REPO, before: Callable[[], object] | None = None
+) -> float:
     """Median wall time of a whole process; ``before`` runs untimed before each."""
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0"}
 
     def once() -> None:
-        subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     if before is None:
         return median_seconds(once, repeat, warmup=2)

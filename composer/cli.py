@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Globals:
     """Options given anywhere on the command line, for this invocation."""
 
@@ -44,12 +44,12 @@ class _Globals:
 
 
 # Set for each invocation when the command line is parsed.
-_GLOBALS: ContextVar[_Globals] = ContextVar("composer_globals", default=_Globals())
+_GLOBALS: ContextVar[_Globals | None] = ContextVar("composer_globals", default=None)
 
 
 def _take_globals(args: list[str]) -> tuple[list[str], _Globals]:
     """Remove ``-v``/``--verbose`` and ``--dir DIR`` from anywhere before ``--``."""
-    found = _Globals()
+    verbose, home = False, None
     rest: list[str] = []
     i = 0
     while i < len(args):
@@ -58,18 +58,18 @@ def _take_globals(args: list[str]) -> tuple[list[str], _Globals]:
             rest.extend(args[i:])
             break
         if arg in ("-v", "--verbose"):
-            found.verbose = True
+            verbose = True
         elif arg == "--dir":
             if i + 1 >= len(args):
                 raise typer.BadParameter("--dir needs a folder", param_hint="--dir")
-            found.home = args[i + 1]
+            home = args[i + 1]
             i += 1
         elif arg.startswith("--dir="):
-            found.home = arg.removeprefix("--dir=")
+            home = arg.removeprefix("--dir=")
         else:
             rest.append(arg)
         i += 1
-    return rest, found
+    return rest, _Globals(verbose, home)
 
 
 class _Group(TyperGroup):
@@ -111,7 +111,7 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _globals() -> _Globals:
-    return _GLOBALS.get()
+    return _GLOBALS.get() or _Globals()
 
 
 def _version(value: bool) -> None:
@@ -144,13 +144,18 @@ def _options(
     ] = False,
     folder: Annotated[
         str | None,
-        typer.Option("--dir", metavar="DIR",
-                     help="The newsletter's folder [default: NEWSLETTER_HOME, or the working "
-                          "folder or its nearest parent with an issues/ folder]"),
+        typer.Option(
+            "--dir",
+            metavar="DIR",
+            help="The newsletter's folder [default: NEWSLETTER_HOME, or the working "
+            "folder or its nearest parent with an issues/ folder]",
+        ),
     ] = None,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True,
-                           help="Show the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Compose, check, preview and send an email newsletter from YAML issue files."""
@@ -271,20 +276,26 @@ def init(
     issue = made.first_issue.stem
     where = relative(made.folder.resolve())
     go = "" if str(where) == "." else f"  cd {where}\n"
-    typer.echo(f"created a newsletter in {where}/:\n"
-               f"  {made.env_file}  settings, with a fresh secret key (keep it private)\n"
-               f"  {made.first_issue}  your first issue: edit it\n"
-               f"next:\n{go}"
-               f"  newsletter build {issue}      write build/{issue}/email.html\n"
-               f"  newsletter preview {issue}    see it in the browser as you edit\n"
-               "  newsletter subscribers import FILE.csv\n"
-               f"  newsletter send {issue}       (set NEWSLETTER_FROM and SMTP_HOST in .env "
-               "first; without SMTP_HOST it goes to the local outbox)")
+    typer.echo(
+        f"created a newsletter in {where}/:\n"
+        f"  {made.env_file}  settings, with a fresh secret key (keep it private)\n"
+        f"  {made.first_issue}  your first issue: edit it\n"
+        f"next:\n{go}"
+        f"  newsletter build {issue}      write build/{issue}/email.html\n"
+        f"  newsletter preview {issue}    see it in the browser as you edit\n"
+        "  newsletter subscribers import FILE.csv\n"
+        f"  newsletter send {issue}       (set NEWSLETTER_FROM and SMTP_HOST in .env "
+        "first; without SMTP_HOST it goes to the local outbox)"
+    )
 
 
-theme_app = typer.Typer(help="Themes: copy a bundled one into the newsletter to restyle it.",
-                        cls=_Group, no_args_is_help=True, rich_markup_mode=None,
-                        context_settings=CONTEXT)
+theme_app = typer.Typer(
+    help="Themes: copy a bundled one into the newsletter to restyle it.",
+    cls=_Group,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
+)
 app.add_typer(theme_app, name="theme")
 
 
@@ -305,8 +316,10 @@ def theme_copy(
         raise typer.BadParameter("use lower-case letters, digits, - and _", param_hint="--as")
     with _errors():
         target = copy_theme(name, _settings().home, as_name)
-    typer.echo(f"copied theme {name!r} to {relative(target)}/; edit it there, and use it with "
-               f"`theme: {target.name}` in the newsletter's issues")
+    typer.echo(
+        f"copied theme {name!r} to {relative(target)}/; edit it there, and use it with "
+        f"`theme: {target.name}` in the newsletter's issues"
+    )
 
 
 @theme_app.command("list")
@@ -325,9 +338,13 @@ def theme_list() -> None:
 
 # -- subscribers -------------------------------------------------------------
 
-subscribers_app = typer.Typer(help="Manage subscribers (in the SQLite database).",
-                              cls=_Group, no_args_is_help=True, rich_markup_mode=None,
-                              context_settings=CONTEXT)
+subscribers_app = typer.Typer(
+    help="Manage subscribers (in the SQLite database).",
+    cls=_Group,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
+)
 app.add_typer(subscribers_app, name="subscribers")
 
 ListOpt = Annotated[str | None, typer.Option("--list", help="Only this list (or tag).")]
@@ -361,8 +378,10 @@ def subscribers_import(
         report = import_csv(store, file, list_name)
     for problem in report.problems:
         _err(problem)
-    typer.echo(f"imported {file}: {report.added} added, {report.updated} merged into existing, "
-               f"{report.suppressed} left unsubscribed/bounced, {report.rejected} rejected")
+    typer.echo(
+        f"imported {file}: {report.added} added, {report.updated} merged into existing, "
+        f"{report.suppressed} left unsubscribed/bounced, {report.rejected} rejected"
+    )
     if report.rejects_file is not None:
         typer.echo(f"rejected rows, with the reason, are in {report.rejects_file}")
 
@@ -471,6 +490,7 @@ def subscribers_unsubscribe_mailbox(
 
 # -- sending -----------------------------------------------------------------
 
+
 def _progress_printer() -> Callable[[Progress], None]:
     """A live bar on a terminal; a line every 10 s otherwise (logs, CI)."""
     import time
@@ -482,10 +502,12 @@ def _progress_printer() -> Callable[[Progress], None]:
         done = p.done
         share = done / p.total if p.total else 1.0
         eta = (p.total - done) / p.rate if p.rate > 0 else 0
-        line = (f"{done:,}/{p.total:,} {share:6.1%}  {p.rate:,.0f} msg/s  "
-                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}  "
-                f"(sent {p.sent:,}, deferred {p.deferred:,}, failed {p.failed:,}, "
-                f"in doubt {p.in_doubt:,})")
+        line = (
+            f"{done:,}/{p.total:,} {share:6.1%}  {p.rate:,.0f} msg/s  "
+            f"ETA {int(eta) // 60}:{int(eta) % 60:02d}  "
+            f"(sent {p.sent:,}, deferred {p.deferred:,}, failed {p.failed:,}, "
+            f"in doubt {p.in_doubt:,})"
+        )
         if tty:
             bar = "#" * int(share * 24)
             sys.stderr.write(f"\r[{bar:<24}] {line}\x1b[K")
@@ -537,10 +559,17 @@ def send(
     settings = _settings_checked()
     with _errors():
         _require_secret(settings, settings.uses_smtp and test is None)
-    options = SendOptions(list_name=list_name, limit=limit, connections=connections,
-                          rate_per_second=rate, rate_per_hour=per_hour, force=force,
-                          resend_in_doubt=resend_in_doubt, retry_delay=retry_delay,
-                          max_wait=max_wait)
+    options = SendOptions(
+        list_name=list_name,
+        limit=limit,
+        connections=connections,
+        rate_per_second=rate,
+        rate_per_hour=per_hour,
+        force=force,
+        resend_in_doubt=resend_in_doubt,
+        retry_delay=retry_delay,
+        max_wait=max_wait,
+    )
     with _errors():
         if test is not None:
             label, result = send_test_copy(issue, settings, test)
@@ -556,15 +585,24 @@ def send(
         audience += f" ({plan.new:,} new, {plan.waiting:,} left by an earlier run)"
     typer.echo(f"Audience:   {audience}" + (f" on list {list_name!r}" if list_name else ""))
     if plan.started_before:
-        doubt = (" (will be resent)" if resend_in_doubt else
-                 " (not resent; --resend-in-doubt to resend)") if plan.in_doubt else ""
+        doubt = (
+            (
+                " (will be resent)"
+                if resend_in_doubt
+                else " (not resent; --resend-in-doubt to resend)"
+            )
+            if plan.in_doubt
+            else ""
+        )
         typer.echo(f"Earlier:    {plan.already_sent:,} sent, {plan.in_doubt:,} in doubt{doubt}")
     typer.echo(f"Transport:  {plan.transport}")
     if dry_run:
         with _errors():
             built = build_all(plan, settings, options)
-        typer.echo(f"dry run: built {built.messages:,} messages "
-                   f"({built.total_bytes / 1e6:.1f} MB); nothing sent")
+        typer.echo(
+            f"dry run: built {built.messages:,} messages "
+            f"({built.total_bytes / 1e6:.1f} MB); nothing sent"
+        )
         return
     if plan.audience == 0 and not (resend_in_doubt and plan.in_doubt):
         typer.echo("nothing to send: every active subscriber has this issue")
@@ -593,17 +631,25 @@ def _stop_on_sigterm() -> None:
 def _print_summary(summary: SendSummary, issue: str, settings: Settings) -> None:
     p, c = summary.progress, summary.counts
     rate = p.done / summary.elapsed if summary.elapsed > 0 else 0.0
-    typer.echo(f"this run: {p.sent:,} sent, {p.failed:,} failed, {p.deferred:,} deferred, "
-               f"{p.in_doubt:,} in doubt, in {summary.elapsed:.1f} s ({rate:,.0f} msg/s)")
-    typer.echo(f"issue total: {c['sent']:,} sent, {c['failed']:,} failed, "
-               f"{c['deferred']:,} deferred, {c['in_doubt']:,} in doubt, "
-               f"{c['pending']:,} not yet sent")
+    typer.echo(
+        f"this run: {p.sent:,} sent, {p.failed:,} failed, {p.deferred:,} deferred, "
+        f"{p.in_doubt:,} in doubt, in {summary.elapsed:.1f} s ({rate:,.0f} msg/s)"
+    )
+    typer.echo(
+        f"issue total: {c['sent']:,} sent, {c['failed']:,} failed, "
+        f"{c['deferred']:,} deferred, {c['in_doubt']:,} in doubt, "
+        f"{c['pending']:,} not yet sent"
+    )
     if summary.settled_in_doubt:
-        typer.echo(f"{summary.settled_in_doubt} message(s) were in flight when an earlier run "
-                   "stopped: they are in doubt (see `newsletter status`)")
+        typer.echo(
+            f"{summary.settled_in_doubt} message(s) were in flight when an earlier run "
+            "stopped: they are in doubt (see `newsletter status`)"
+        )
     if not settings.uses_smtp:
-        typer.echo(f"messages are in the local outbox: {settings.outbox / 'new'} "
-                   "(a Maildir: open with `mutt -f outbox` or any mail client)")
+        typer.echo(
+            f"messages are in the local outbox: {settings.outbox / 'new'} "
+            "(a Maildir: open with `mutt -f outbox` or any mail client)"
+        )
     if summary.stopped or c["pending"] or c["deferred"]:
         if summary.stopped:
             _err(f"stopped: {summary.stopped}")
@@ -632,6 +678,7 @@ def status(issue: IssueArg) -> None:
 
 # -- the web -----------------------------------------------------------------
 
+
 @app.command()
 def preview(
     issue: IssueArg,
@@ -653,6 +700,8 @@ def preview(
         settings = _settings()
         _check_port("127.0.0.1", port)
         state = PreviewState(settings, issue, as_email)
+        if not state.path.is_file():
+            raise IssueError([f"{state.shown_path}: no such issue file"])
         if as_email is not None and state.error and "--as" in state.error:
             raise ComposerError(state.error)
     stop = threading.Event()
@@ -671,8 +720,10 @@ def preview(
 @app.command()
 def archive(
     out: Annotated[
-        Path | None, typer.Option(help="Folder to write the site to [default: archive/ in the "
-                                       "newsletter's folder]")
+        Path | None,
+        typer.Option(
+            help="Folder to write the site to [default: archive/ in the newsletter's folder]"
+        ),
     ] = None,
     all_issues: Annotated[
         bool, typer.Option("--all", help="Every valid issue, not only the sent ones.")
@@ -703,8 +754,10 @@ def serve(
         settings = _settings()
         _require_secret(settings, host not in ("127.0.0.1", "localhost", "::1"))
         _check_port(host, port)
-    typer.echo(f"Serving {settings.base_url} on http://{host}:{port}/ "
-               f"(database {settings.db_path}; Ctrl-C to stop)")
+    typer.echo(
+        f"Serving {settings.base_url} on http://{host}:{port}/ "
+        f"(database {settings.db_path}; Ctrl-C to stop)"
+    )
     run(serve_app(settings), host, port, public=True)
 
 
@@ -724,8 +777,9 @@ def _check_port(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as exc:
-            raise ConfigError(f"{host}:{port}: cannot listen there ({exc.strerror}); "
-                              "choose another --port") from None
+            raise ConfigError(
+                f"{host}:{port}: cannot listen there ({exc.strerror}); choose another --port"
+            ) from None
 
 
 def _require_secret(settings: Settings, needed: bool) -> None:
@@ -734,8 +788,10 @@ def _require_secret(settings: Settings, needed: bool) -> None:
 
     if settings.secret_key.get() == DEV_SECRET:
         if needed:
-            raise ConfigError("NEWSLETTER_SECRET_KEY is not set: unsubscribe links would be "
-                              "signed with a public development key; set it (see .env.example)")
+            raise ConfigError(
+                "NEWSLETTER_SECRET_KEY is not set: unsubscribe links would be "
+                "signed with a public development key; set it (see .env.example)"
+            )
         _err("warning: NEWSLETTER_SECRET_KEY is not set; using a development key")
 
 

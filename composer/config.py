@@ -128,9 +128,7 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
 
     security = merged.get("SMTP_SECURITY", "starttls").strip().lower() or "starttls"
     if security not in SECURITY_MODES:
-        raise ConfigError(
-            f"SMTP_SECURITY={security!r} is not one of {', '.join(SECURITY_MODES)}"
-        )
+        raise ConfigError(f"SMTP_SECURITY={security!r} is not one of {', '.join(SECURITY_MODES)}")
     default_port = {"starttls": 587, "ssl": 465, "none": 25}[security]
     base_url = merged.get("NEWSLETTER_BASE_URL", "").strip() or "http://127.0.0.1:8000"
     parts = urlsplit(base_url)
@@ -165,7 +163,11 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         smtp_ca_file=merged.get("SMTP_CA_FILE", "").strip(),
         unsubscribe_mailto=merged.get("NEWSLETTER_UNSUBSCRIBE_MAILTO", "").strip(),
     )
-    log.debug("newsletter folder %s (.env %s); database %s; transport %s", home,
-              "read" if dotenv_path.is_file() else "absent", settings.db_path,
-              settings.transport_label)
+    log.debug(
+        "newsletter folder %s (.env %s); database %s; transport %s",
+        home,
+        "read" if dotenv_path.is_file() else "absent",
+        settings.db_path,
+        settings.transport_label,
+    )
     return settings

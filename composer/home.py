@@ -34,19 +34,25 @@ def find_home(explicit: str | None = None, cwd: Path | None = None) -> Path:
         folder = Path(given).expanduser()
         how = "--dir" if explicit else HOME_ENV
         if not folder.is_dir():
-            raise ConfigError(f"{how} {given}: no such folder; create a newsletter there with "
-                              f"`newsletter init {given}`")
+            raise ConfigError(
+                f"{how} {given}: no such folder; create a newsletter there with "
+                f"`newsletter init {given}`"
+            )
         if not is_newsletter(folder):
-            raise ConfigError(f"{how} {given}: not a newsletter's folder (it has no issues/); "
-                              f"create one with `newsletter init {given}`")
+            raise ConfigError(
+                f"{how} {given}: not a newsletter's folder (it has no issues/); "
+                f"create one with `newsletter init {given}`"
+            )
         return folder.resolve()
     start = (cwd or Path.cwd()).resolve()
     for folder in (start, *start.parents):
         if is_newsletter(folder):
             return folder
-    raise ConfigError(f"{start} is not in a newsletter's folder (no issues/ here or above); "
-                      "create one with `newsletter init DIR`, or name one with --dir DIR or "
-                      f"{HOME_ENV}")
+    raise ConfigError(
+        f"{start} is not in a newsletter's folder (no issues/ here or above); "
+        "create one with `newsletter init DIR`, or name one with --dir DIR or "
+        f"{HOME_ENV}"
+    )
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,17 @@ def init_newsletter(folder: Path, title: str, date: dt.date | None = None) -> Ne
         raise ConfigError(f"{folder}: exists and is not a folder; choose another name")
     for taken in (".env", "issues", "newsletter.db"):
         if (folder / taken).exists():
-            raise ConfigError(f"{relative(folder / taken)} already exists: {folder} is already "
-                              "a newsletter (or something else); choose an empty folder")
+            raise ConfigError(
+                f"{relative(folder / taken)} already exists: {folder} is already "
+                "a newsletter (or something else); choose an empty folder"
+            )
     date = date or dt.date.today()
     env_text = _starter("env").replace("{secret}", secrets.token_urlsafe(32))
-    issue_text = (_starter("issue.yaml").replace("{date}", date.isoformat())
-                  .replace("{title}", _yaml_string(title.strip())))
+    issue_text = (
+        _starter("issue.yaml")
+        .replace("{date}", date.isoformat())
+        .replace("{title}", _yaml_string(title.strip()))
+    )
     env_file = folder / ".env"
     first = folder / "issues" / f"{date.isoformat()}.yaml"
     try:

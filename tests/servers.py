@@ -18,10 +18,20 @@ from tests.smtp_server import free_port
 def newsletter_server(home: Path, *args: str) -> Iterator[int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
-    env.update({"NEWSLETTER_HOME": str(home), "NEWSLETTER_SECRET_KEY": "test-secret-key",
-                "NEWSLETTER_BASE_URL": f"http://127.0.0.1:{port}"})
-    proc = subprocess.Popen([sys.executable, "-m", "composer", *args, "--port", str(port)],
-                            cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env.update(
+        {
+            "NEWSLETTER_HOME": str(home),
+            "NEWSLETTER_SECRET_KEY": "test-secret-key",
+            "NEWSLETTER_BASE_URL": f"http://127.0.0.1:{port}",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "composer", *args, "--port", str(port)],
+        cwd=home,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -44,8 +54,10 @@ def newsletter_server(home: Path, *args: str) -> Iterator[int]:
 def raw_get(port: int, path: str, host: str | None = None) -> tuple[int, bytes]:
     """Send the request line exactly as given (no client-side normalisation)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n"
-                  "Connection: close\r\n\r\n".encode("latin-1"))
+        s.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n"
+            "Connection: close\r\n\r\n".encode("latin-1")
+        )
         data = b""
         while chunk := s.recv(65536):
             data += chunk

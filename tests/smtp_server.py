@@ -38,7 +38,9 @@ class Received:
     content: bytes
 
     def message(self) -> email.message.EmailMessage:
-        return email.message_from_bytes(self.content, policy=email.policy.SMTP)  # type: ignore[return-value]
+        message = email.message_from_bytes(self.content, policy=email.policy.SMTP)
+        assert isinstance(message, email.message.EmailMessage)
+        return message
 
 
 @dataclass
@@ -57,15 +59,27 @@ class Handler:
             self.attempts[address] += 1
         return plan[min(n, len(plan) - 1)]
 
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
         session.host_name = hostname
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         action = self._action(address)
         envelope.__dict__.setdefault("actions", {})[address] = action
         if action == "450":
@@ -76,7 +90,7 @@ class Handler:
             return "421 4.3.2 Service shutting down"
         if action == "drop_before_data":
             assert server.transport is not None
-            server.transport.abort()
+            _abort(server)
             return "250 OK"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -84,14 +98,15 @@ class Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         with self.lock:
-            self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos),
-                                          content))
+            self.received.append(
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+            )
         actions = envelope.__dict__.get("actions", {})
         if self.delay:
             await asyncio.sleep(self.delay)
         if "drop_after_data" in actions.values():
             assert server.transport is not None
-            server.transport.abort()
+            _abort(server)
         if "hang_after_data" in actions.values():
             await asyncio.sleep(3600)
         return "250 2.0.0 OK queued as T1"
@@ -107,12 +122,17 @@ class Server:
     def __init__(self, handler: Handler, **smtp_kwargs: Any) -> None:
         self.handler = handler
         self.port = free_port()
-        self.controller = Controller(handler, hostname="127.0.0.1", port=self.port,
-                                     ready_timeout=10, **smtp_kwargs)
+        self.controller = Controller(
+            handler, hostname="127.0.0.1", port=self.port, ready_timeout=10, **smtp_kwargs
+        )
 
     def env(self, security: str = "none") -> dict[str, str]:
-        return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.port), "SMTP_SECURITY": security,
-                "SMTP_TIMEOUT": "5"}
+        return {
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(self.port),
+            "SMTP_SECURITY": security,
+            "SMTP_TIMEOUT": "5",
+        }
 
 
 @contextlib.contextmanager
@@ -126,10 +146,14 @@ def running(handler: Handler, **smtp_kwargs: Any) -> Iterator[Server]:
 
 
 def password_authenticator(user: str, password: str) -> Any:
-    def check(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-              auth_data: Any) -> AuthResult:
-        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == user.encode()
-              and auth_data.password == password.encode())
+    def check(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == user.encode()
+            and auth_data.password == password.encode()
+        )
         return AuthResult(success=ok, handled=False)
 
     return check
@@ -173,3 +197,10 @@ def write_ca(ca: Any, folder: Path) -> Path:
     path = folder / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return path
+
+
+def _abort(server: SMTP) -> None:
+    """Drop the client's connection at once, as a crashing server would."""
+    transport = server.transport
+    assert isinstance(transport, asyncio.Transport)
+    transport.abort()

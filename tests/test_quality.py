@@ -1,4 +1,5 @@
-"""One command runs every check: ruff and mypy run as part of pytest."""
+"""One command runs every check: ruff (lint and format) and mypy --strict (over the
+code and the tests) run as part of pytest."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_ruff_is_clean() -> None:
     result = _run("ruff", "check", "composer", "tests", "benchmarks")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_applied() -> None:
+    result = _run("ruff", "format", "--check", "composer", "tests", "benchmarks")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

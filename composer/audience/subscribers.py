@@ -32,8 +32,14 @@ _LIST_COLUMNS = ("lists", "list", "tags")
 _STATUS_COLUMNS = ("status",)
 # Mailchimp exports "cleaned" (bounced) and "unsubscribed" in separate files,
 # and a status column in audience exports.
-_STATUS_WORDS = {"subscribed": "active", "active": "active", "unsubscribed": "unsubscribed",
-                 "cleaned": "bounced", "bounced": "bounced", "complained": "complained"}
+_STATUS_WORDS = {
+    "subscribed": "active",
+    "active": "active",
+    "unsubscribed": "unsubscribed",
+    "cleaned": "bounced",
+    "bounced": "bounced",
+    "complained": "complained",
+}
 
 
 def normalise_name(raw: str) -> str:
@@ -79,17 +85,26 @@ class _Columns:
         email = _find(header, _EMAIL_COLUMNS)
         if email is None:
             raise SubscriberError(
-                f"{path}:1: no email column; name one 'email' (found: {', '.join(raw_header)})")
+                f"{path}:1: no email column; name one 'email' (found: {', '.join(raw_header)})"
+            )
         known = {email}
         picks: dict[str, int | None] = {}
-        for key, names in (("name", _NAME_COLUMNS), ("first", _FIRST_COLUMNS),
-                           ("last", _LAST_COLUMNS), ("language", _LANGUAGE_COLUMNS),
-                           ("lists", _LIST_COLUMNS), ("status", _STATUS_COLUMNS)):
+        for key, names in (
+            ("name", _NAME_COLUMNS),
+            ("first", _FIRST_COLUMNS),
+            ("last", _LAST_COLUMNS),
+            ("language", _LANGUAGE_COLUMNS),
+            ("lists", _LIST_COLUMNS),
+            ("status", _STATUS_COLUMNS),
+        ):
             found = picks[key] = _find(header, names)
             if found is not None:
                 known.add(found)
-        other = [(i, raw_header[i].strip()) for i in range(len(header))
-                 if i not in known and raw_header[i].strip()]
+        other = [
+            (i, raw_header[i].strip())
+            for i in range(len(header))
+            if i not in known and raw_header[i].strip()
+        ]
         return cls(email=email, other=other, **picks)
 
 
@@ -149,8 +164,9 @@ def import_csv(store: Store, path: Path, list_name: str | None) -> ImportReport:
             stamp = now_iso()
             with store.transaction() as db:
                 for email, name, language, attributes, lists, status in pending:
-                    _, outcome = store.upsert(db, email, name, language, attributes,
-                                              [*lists, *extra_lists], status, stamp)
+                    _, outcome = store.upsert(
+                        db, email, name, language, attributes, [*lists, *extra_lists], status, stamp
+                    )
                     setattr(report, outcome, getattr(report, outcome) + 1)
             pending.clear()
 
@@ -175,8 +191,10 @@ def import_csv(store: Store, path: Path, list_name: str | None) -> ImportReport:
             if pending:
                 flush()
         except UnicodeDecodeError as exc:
-            raise SubscriberError(f"{path}: not UTF-8 text ({exc.reason}); export it as "
-                                  "UTF-8 CSV; the rows before it were imported") from None
+            raise SubscriberError(
+                f"{path}: not UTF-8 text ({exc.reason}); export it as "
+                "UTF-8 CSV; the rows before it were imported"
+            ) from None
         finally:
             if rejects is not None:
                 rejects.close()
@@ -190,21 +208,37 @@ _Row = tuple[str, str, str, dict[str, Any], list[str], str | None]
 def _parse(row: list[str], columns: _Columns) -> _Row:
     email = normalise(_cell(row, columns.email))
     name = _cell(row, columns.name) or " ".join(
-        filter(None, (_cell(row, columns.first), _cell(row, columns.last))))
+        filter(None, (_cell(row, columns.first), _cell(row, columns.last)))
+    )
     status_word = _cell(row, columns.status).lower()
     status = None
     if status_word:
         status = _STATUS_WORDS.get(status_word)
         if status is None:
-            raise SubscriberError(f"status {status_word!r} is not one of "
-                                  f"{', '.join(sorted(_STATUS_WORDS))}")
+            raise SubscriberError(
+                f"status {status_word!r} is not one of {', '.join(sorted(_STATUS_WORDS))}"
+            )
     attributes = {label: _cell(row, i) for i, label in columns.other if _cell(row, i)}
-    return (email, normalise_name(name), _cell(row, columns.language)[:20], attributes,
-            _split_lists(_cell(row, columns.lists)), status)
+    return (
+        email,
+        normalise_name(name),
+        _cell(row, columns.language)[:20],
+        attributes,
+        _split_lists(_cell(row, columns.lists)),
+        status,
+    )
 
 
-EXPORT_COLUMNS = ["email", "name", "status", "language", "lists", "attributes", "created_at",
-                  "updated_at"]
+EXPORT_COLUMNS = [
+    "email",
+    "name",
+    "status",
+    "language",
+    "lists",
+    "attributes",
+    "created_at",
+    "updated_at",
+]
 
 
 def export_csv(store: Store, out: IO[str]) -> int:
@@ -212,9 +246,18 @@ def export_csv(store: Store, out: IO[str]) -> int:
     writer.writerow(EXPORT_COLUMNS)
     n = 0
     for s in store.subscribers():
-        writer.writerow([s.email, s.name, s.status, s.language, "|".join(s.lists),
-                         json.dumps(s.attributes, ensure_ascii=False) if s.attributes else "",
-                         s.created_at, s.updated_at])
+        writer.writerow(
+            [
+                s.email,
+                s.name,
+                s.status,
+                s.language,
+                "|".join(s.lists),
+                json.dumps(s.attributes, ensure_ascii=False) if s.attributes else "",
+                s.created_at,
+                s.updated_at,
+            ]
+        )
         n += 1
     return n
 
@@ -229,15 +272,17 @@ def export_file(store: Store, path: Path | None) -> int:
     if path is None:
         return export_csv(store, sys.stdout)
     if path.is_dir():
-        raise SubscriberError(f"{path}: is a folder; give a file name such as "
-                              f"{path / 'subscribers.csv'}")
+        raise SubscriberError(
+            f"{path}: is a folder; give a file name such as {path / 'subscribers.csv'}"
+        )
     buffer = io.StringIO()
     n = export_csv(store, buffer)
     try:
         write_atomic(path, buffer.getvalue().encode(), mode=0o600)
     except OSError as exc:
-        raise SubscriberError(f"{path}: cannot write the export: {exc.strerror}; choose a "
-                              "folder you can write to") from None
+        raise SubscriberError(
+            f"{path}: cannot write the export: {exc.strerror}; choose a folder you can write to"
+        ) from None
     return n
 
 
@@ -249,10 +294,10 @@ def check_status(status: str | None) -> None:
 def add(store: Store, email: str, name: str, lists: list[str], language: str) -> tuple[str, str]:
     address = normalise(email)
     with store.transaction() as db:
-        _, outcome = store.upsert(db, address, normalise_name(name), language, {}, lists, None,
-                                  now_iso())
+        _, outcome = store.upsert(
+            db, address, normalise_name(name), language, {}, lists, None, now_iso()
+        )
     return address, outcome
-
 
 
 _TOKEN_IN_SUBJECT = re.compile(r"unsubscribe\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", re.IGNORECASE)

@@ -81,8 +81,9 @@ class _Walker:
             else:
                 self.url(ref.target, loc)
                 if not ref.alt.strip():
-                    self.add("error", loc,
-                             f"image {ref.target} has no alt text: ![describe it](url)")
+                    self.add(
+                        "error", loc, f"image {ref.target} has no alt text: ![describe it](url)"
+                    )
 
     def image(self, image: Image | None, loc: Loc) -> None:
         if image is None:
@@ -90,8 +91,11 @@ class _Walker:
         self.url(image.src, (*loc, "src"))
         self.url(image.href, (*loc, "href"))
         if not image.alt.strip() and not image.decorative:
-            self.add("error", (*loc, "alt"),
-                     "image has no alt text; describe it, or set decorative: true")
+            self.add(
+                "error",
+                (*loc, "alt"),
+                "image has no alt text; describe it, or set decorative: true",
+            )
 
     def link(self, link: Link, loc: Loc) -> None:
         self.url(link.url, (*loc, "url"))
@@ -101,8 +105,11 @@ class _Walker:
 
     def reply(self, reply: Reply, loc: Loc) -> None:
         if not [c for c in reply.companies if c.strip()]:
-            self.add("error", (*loc, "companies"),
-                     "right-of-reply note names no company; list them in companies: [...]")
+            self.add(
+                "error",
+                (*loc, "companies"),
+                "right-of-reply note names no company; list them in companies: [...]",
+            )
         self.markdown(reply.text, (*loc, "text"))
 
     def story(self, story: Story, loc: Loc) -> None:
@@ -126,8 +133,11 @@ class _Walker:
             self.link(link, ("newsletter", "footer", "links", i))
         self.markdown(nl.footer.reason, ("newsletter", "footer", "reason"))
         if not nl.footer.address.strip():
-            self.add("error", ("newsletter", "footer", "address"),
-                     "a postal address is required in commercial email (CAN-SPAM)")
+            self.add(
+                "error",
+                ("newsletter", "footer", "address"),
+                "a postal address is required in commercial email (CAN-SPAM)",
+            )
         for i, block in enumerate(issue.sections):
             self.block(block, ("sections", i))
 
@@ -167,8 +177,11 @@ class _Walker:
                 if region.explore:
                     self.link(region.explore, (*rloc, "explore"))
                 if region.other_news_label and not region.other_news:
-                    self.add("warning", (*rloc, "other_news"),
-                             f"{region.name}: '{region.other_news_label}' is followed by no links")
+                    self.add(
+                        "warning",
+                        (*rloc, "other_news"),
+                        f"{region.name}: '{region.other_news_label}' is followed by no links",
+                    )
                 if not region.spotlight and not region.other_news:
                     self.empty(rloc, f"region {region.name!r}")
         elif isinstance(block, TextBlock):
@@ -185,13 +198,18 @@ def check_issue(loaded: LoadedIssue, html_bytes: int | None) -> list[Finding]:
     walker.issue(loaded.issue)
     expected = date_from_name(loaded.path)
     if expected is not None and expected != loaded.issue.date:
-        walker.add("error", ("date",),
-                   f"date {loaded.issue.date} does not match the file name {loaded.path.name}; "
-                   "rename the file or fix the date")
+        walker.add(
+            "error",
+            ("date",),
+            f"date {loaded.issue.date} does not match the file name {loaded.path.name}; "
+            "rename the file or fix the date",
+        )
     if html_bytes is not None:
         size = html_bytes
-        where = (f"HTML part is {size / 1024:.1f} KB; Gmail clips messages over 102 KB, "
-                 "hiding the footer and its unsubscribe link")
+        where = (
+            f"HTML part is {size / 1024:.1f} KB; Gmail clips messages over 102 KB, "
+            "hiding the footer and its unsubscribe link"
+        )
         if size > GMAIL_CLIP_BYTES:
             walker.add("error", ("sections",), where + ": shorten the issue")
         elif size > WARN_HTML_BYTES:

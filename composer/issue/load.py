@@ -48,8 +48,11 @@ def _position(node: yaml.Node, loc: tuple[int | str, ...], at_key: bool = False)
                 if key.value == part:
                     child = key if at_key and i == len(loc) - 1 else value
                     break
-        elif (isinstance(node, yaml.SequenceNode) and isinstance(part, int)
-              and 0 <= part < len(node.value)):
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
             child = node.value[part]
         if child is None:
             break
@@ -67,8 +70,10 @@ def _construct(node: yaml.Node, path: Path) -> Any:
             if key in out:
                 mark = key_node.start_mark
                 raise IssueError(
-                    [f"{path}:{mark.line + 1}:{mark.column + 1}: {key}: duplicate key; "
-                     "keep only one"]
+                    [
+                        f"{path}:{mark.line + 1}:{mark.column + 1}: {key}: duplicate key; "
+                        "keep only one"
+                    ]
                 )
             out[key] = _construct(value_node, path)
         return out
@@ -123,8 +128,10 @@ def parse_yaml(source: bytes, path: Path) -> tuple[yaml.Node, Any]:
         mark = exc.problem_mark or exc.context_mark
         where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
         raise IssueError(
-            [f"{path}:{where}: YAML syntax error: {exc.problem or exc.context}; "
-             "check indentation and quote text containing ': ' or '#'"]
+            [
+                f"{path}:{where}: YAML syntax error: {exc.problem or exc.context}; "
+                "check indentation and quote text containing ': ' or '#'"
+            ]
         ) from None
     except yaml.YAMLError as exc:
         raise IssueError([f"{path}:1:1: YAML error: {exc}"]) from None
@@ -167,8 +174,10 @@ def read_source(path: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise IssueError(
-            [f"{path}: no such issue file; list them with `ls issues/` or start one "
-             "with `newsletter new`"]
+            [
+                f"{path}: no such issue file; list them with `ls issues/` or start one "
+                "with `newsletter new`"
+            ]
         ) from None
     except OSError as exc:
         raise IssueError([f"{path}: cannot read: {exc.strerror}"]) from None

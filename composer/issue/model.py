@@ -15,9 +15,25 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
-_ONE_LINE = ("subject", "preheader", "headline", "title", "kicker", "label", "name", "heading",
-             "organisation", "byline", "alt", "button", "spotlight_label", "other_news_label",
-             "see_also_label", "unsubscribe_label", "view_online_label")
+_ONE_LINE = (
+    "subject",
+    "preheader",
+    "headline",
+    "title",
+    "kicker",
+    "label",
+    "name",
+    "heading",
+    "organisation",
+    "byline",
+    "alt",
+    "button",
+    "spotlight_label",
+    "other_news_label",
+    "see_also_label",
+    "unsubscribe_label",
+    "view_online_label",
+)
 
 
 # Rendering stands these in for per-subscriber values (see render.fields);
@@ -31,8 +47,9 @@ def _check_text(value: object, one_line: bool) -> object:
     if isinstance(value, str):
         found = _CONTROL.search(value)
         if found:
-            raise ValueError(f"contains the control character U+{ord(found.group()):04X}; "
-                             "remove it")
+            raise ValueError(
+                f"contains the control character U+{ord(found.group()):04X}; remove it"
+            )
         if RESERVED_PREFIX in value:
             raise ValueError(f"contains the reserved text {RESERVED_PREFIX}; remove it")
         if one_line and ("\n" in value or "\r" in value):

@@ -86,8 +86,13 @@ def _mailbox(name: str, address: str) -> str:
 
 def _qp(data: str) -> bytes:
     """Quoted-printable with CRLF line ends (the wire form)."""
-    if (len(data) <= 76 and data.isascii() and data.isprintable() and "=" not in data
-            and not data.endswith((" ", "\t"))):
+    if (
+        len(data) <= 76
+        and data.isascii()
+        and data.isprintable()
+        and "=" not in data
+        and not data.endswith((" ", "\t"))
+    ):
         return data.encode("ascii")  # QP of such text is the text itself
     encoded = binascii.b2a_qp(data.replace("\r\n", "\n").encode("utf-8"), istext=True)
     return encoded.replace(b"\n", CRLF)
@@ -149,12 +154,16 @@ class MessageTemplate:
             b"\r\n--" + b + b"\r\nContent-Type: text/html; charset=utf-8\r\n"
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         )
-        self._prepare([
-            b"\r\nThis is a multi-part message in MIME format.\r\n\r\n",
-            text_head, *self._segments(rendered.text, False),
-            html_head, *self._segments(rendered.html, True),
-            b"\r\n--" + b + b"--\r\n",
-        ])
+        self._prepare(
+            [
+                b"\r\nThis is a multi-part message in MIME format.\r\n\r\n",
+                text_head,
+                *self._segments(rendered.text, False),
+                html_head,
+                *self._segments(rendered.html, True),
+                b"\r\n--" + b + b"--\r\n",
+            ]
+        )
 
     @staticmethod
     def _segments(body: str, in_html: bool) -> list[_Part]:

@@ -84,10 +84,12 @@ class SMTPTransport:
         if self._context is None:
             try:
                 self._context = ssl.create_default_context(
-                    cafile=self.settings.smtp_ca_file or None)
+                    cafile=self.settings.smtp_ca_file or None
+                )
             except (OSError, ssl.SSLError) as exc:
                 raise TransportError(
-                    f"SMTP_CA_FILE={self.settings.smtp_ca_file}: cannot load: {exc}") from None
+                    f"SMTP_CA_FILE={self.settings.smtp_ca_file}: cannot load: {exc}"
+                ) from None
         return self._context
 
     def connect(self) -> SMTPConnection:
@@ -104,18 +106,24 @@ class SMTPConnection:
         try:
             if s.smtp_security == "ssl":
                 self.smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    transport.host, transport.port, local_hostname=helo,
-                    timeout=s.smtp_timeout, context=transport.tls_context())
+                    transport.host,
+                    transport.port,
+                    local_hostname=helo,
+                    timeout=s.smtp_timeout,
+                    context=transport.tls_context(),
+                )
             else:
-                self.smtp = smtplib.SMTP(transport.host, transport.port, local_hostname=helo,
-                                         timeout=s.smtp_timeout)
+                self.smtp = smtplib.SMTP(
+                    transport.host, transport.port, local_hostname=helo, timeout=s.smtp_timeout
+                )
             self.smtp.ehlo()
             if s.smtp_security == "starttls":
                 if not self.smtp.has_extn("starttls"):
                     self._abandon()
                     raise TransportError(
                         f"{transport.where} does not offer STARTTLS; refusing to send in plain "
-                        "text (use SMTP_SECURITY=ssl, or none only for a relay on this machine)")
+                        "text (use SMTP_SECURITY=ssl, or none only for a relay on this machine)"
+                    )
                 self.smtp.starttls(context=transport.tls_context())
                 self.smtp.ehlo()
             if s.smtp_username:
@@ -127,36 +135,48 @@ class SMTPConnection:
             raise AuthError(
                 f"{transport.where} refused the login of SMTP_USERNAME={s.smtp_username!r} "
                 f"({_reply_text(exc.smtp_code, exc.smtp_error)}); check SMTP_USERNAME and "
-                "SMTP_PASSWORD") from None
+                "SMTP_PASSWORD"
+            ) from None
         except ssl.SSLCertVerificationError as exc:
             self._abandon()
             raise TransportError(
                 f"{transport.where}: the server's certificate is not trusted "
-                f"({exc.verify_message}); fix the server, or set SMTP_CA_FILE to its CA") from None
+                f"({exc.verify_message}); fix the server, or set SMTP_CA_FILE to its CA"
+            ) from None
         except smtplib.SMTPConnectError as exc:
-            raise ConnectError(f"{transport.where} refused the session: "
-                               f"{_reply_text(exc.smtp_code, exc.smtp_error)}") from None
+            raise ConnectError(
+                f"{transport.where} refused the session: "
+                f"{_reply_text(exc.smtp_code, exc.smtp_error)}"
+            ) from None
         except smtplib.SMTPResponseException as exc:
             self._abandon()
             raise TransportError(
-                f"{transport.where}: {_reply_text(exc.smtp_code, exc.smtp_error)}") from None
+                f"{transport.where}: {_reply_text(exc.smtp_code, exc.smtp_error)}"
+            ) from None
         except (smtplib.SMTPException, OSError) as exc:
             self._abandon()
             if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
-                raise ConnectError(f"{transport.where}: no answer within {s.smtp_timeout:g} s"
-                                   ) from None
+                raise ConnectError(
+                    f"{transport.where}: no answer within {s.smtp_timeout:g} s"
+                ) from None
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConnectError(f"{transport.where}: cannot connect: {reason}") from None
         self.pipelining = self.smtp.has_extn("pipelining")
         self.plain_socket = not isinstance(self.smtp.sock, ssl.SSLSocket)
-        log.debug("connected to %s (pipelining=%s, tls=%s)", transport.where, self.pipelining,
-                  not self.plain_socket)
+        log.debug(
+            "connected to %s (pipelining=%s, tls=%s)",
+            transport.where,
+            self.pipelining,
+            not self.plain_socket,
+        )
 
     def _login(self, username: str, password: str) -> None:
         if not self.smtp.has_extn("auth"):
             self._abandon()
-            raise TransportError(f"{self.t.where} does not offer AUTH (SMTP_USERNAME is set); "
-                                 "is SMTP_SECURITY right?")
+            raise TransportError(
+                f"{self.t.where} does not offer AUTH (SMTP_USERNAME is set); "
+                "is SMTP_SECURITY right?"
+            )
         self.smtp.login(username, password)
 
     def _abandon(self) -> None:
@@ -216,16 +236,18 @@ class SMTPConnection:
             code, text = self._reply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             # RFC 5321 6.1: the only case where the message may or may not be delivered.
-            return Result("in_doubt", f"connection lost after the end of DATA: {exc}",
-                          reconnect=True)
+            return Result(
+                "in_doubt", f"connection lost after the end of DATA: {exc}", reconnect=True
+            )
         if 200 <= code < 300:
             return Result("sent", text)
         if code == 421:
             return Result("retry", text, reconnect=True)
         return self._after_failure(Result("deferred" if code < 500 else "failed", text))
 
-    def _refused(self, mail: tuple[int, str], rcpt: tuple[int, str],
-                 data: tuple[int, str]) -> Result:
+    def _refused(
+        self, mail: tuple[int, str], rcpt: tuple[int, str], data: tuple[int, str]
+    ) -> Result:
         if data[0] == 354:  # a server that took DATA anyway: end it with an empty message
             try:
                 self._write([b".\r\n"])
@@ -279,8 +301,9 @@ class MaildirTransport:
             for sub in ("tmp", "new", "cur"):
                 (self.outbox / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TransportError(f"{self.outbox}: cannot create the outbox: {exc.strerror}"
-                                 ) from None
+            raise TransportError(
+                f"{self.outbox}: cannot create the outbox: {exc.strerror}"
+            ) from None
         return MaildirConnection(self)
 
     def unique_name(self) -> str:

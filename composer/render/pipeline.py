@@ -69,8 +69,9 @@ def _template_location(exc: BaseException) -> str:
     return "template"
 
 
-def render_mjml(issue: Issue, home: Path | None, web: bool = False,
-                cache_dir: Path | None = None) -> str:
+def render_mjml(
+    issue: Issue, home: Path | None, web: bool = False, cache_dir: Path | None = None
+) -> str:
     env = environment(issue.theme_name, home, cache_dir)
     try:
         template = env.get_template("issue.mjml.j2")
@@ -85,15 +86,21 @@ def render_mjml(issue: Issue, home: Path | None, web: bool = False,
     return _HEAD_END_RE.sub("\n", source)
 
 
-def render_issue(loaded: LoadedIssue, home: Path | None = None, web: bool = False,
-                 cache_dir: Path | None = None) -> RenderedIssue:
+def render_issue(
+    loaded: LoadedIssue, home: Path | None = None, web: bool = False, cache_dir: Path | None = None
+) -> RenderedIssue:
     """Render once per issue (``web=True``: the archive's version, nothing personal)."""
     started = time.perf_counter()
     issue = loaded.issue
     mjml_source = render_mjml(issue, home, web=web, cache_dir=cache_dir)
     html = inline_css_cached(compile_mjml(mjml_source, issue.theme_name), cache_dir)
     text = render_text(issue, Placeholders(), web=web)
-    log.debug("rendered %s (theme %s%s): %d bytes of HTML in %.0f ms", loaded.path,
-              issue.theme_name, ", web" if web else "", len(html.encode()),
-              (time.perf_counter() - started) * 1000)
+    log.debug(
+        "rendered %s (theme %s%s): %d bytes of HTML in %.0f ms",
+        loaded.path,
+        issue.theme_name,
+        ", web" if web else "",
+        len(html.encode()),
+        (time.perf_counter() - started) * 1000,
+    )
     return RenderedIssue(issue=issue, path=loaded.path, html=html, text=text, mjml=mjml_source)

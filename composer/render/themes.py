@@ -99,9 +99,7 @@ def _environment(dirs: tuple[Path, ...], cache_dir: Path | None) -> jinja2.Envir
     return env
 
 
-def environment(
-    theme: str, home: Path | None, cache_dir: Path | None = None
-) -> jinja2.Environment:
+def environment(theme: str, home: Path | None, cache_dir: Path | None = None) -> jinja2.Environment:
     """A cached Jinja environment for ``theme``, autoescaping, ``StrictUndefined``.
 
     With ``cache_dir``, compiled templates are kept there between processes

@@ -64,8 +64,16 @@ class SendSummary:
 
 
 class _Engine:
-    def __init__(self, settings: Settings, options: SendOptions, template: MessageTemplate,
-                 issue: str, list_name: str, transport: Transport, total: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        options: SendOptions,
+        template: MessageTemplate,
+        issue: str,
+        list_name: str,
+        transport: Transport,
+        total: int,
+    ) -> None:
         self.settings = settings
         self.options = options
         self.template = template
@@ -102,7 +110,8 @@ class _Engine:
             if self._in_a_row >= o.pause_after:
                 self.reason = self.reason or (
                     f"paused after {self._in_a_row} failures in a row (last: {result.reply}); "
-                    "check the relay and the list, then run send again to resume")
+                    "check the relay and the list, then run send again to resume"
+                )
                 self.stop.set()
             if result.kind == "deferred" and attempts < o.max_attempts:
                 p.deferred += 1
@@ -115,8 +124,9 @@ class _Engine:
             status = "bounced" if result.bounce else None
             return (d.subscriber_id, "failed", reply, attempts, 0.0, status)
 
-    def _deliver(self, conn: Connection | None, d: Delivery, chunks: list[bytes]
-                 ) -> tuple[Connection | None, Result]:
+    def _deliver(
+        self, conn: Connection | None, d: Delivery, chunks: list[bytes]
+    ) -> tuple[Connection | None, Result]:
         """Send one message, reconnecting as needed; returns the connection to reuse."""
         result = Result("retry", "not attempted")
         for attempt in range(self.options.reconnects + 1):
@@ -138,8 +148,10 @@ class _Engine:
             if result.kind != "retry":
                 return conn, result
             log.debug("retrying %s after: %s", d.email, result.reply)
-        self.halt(f"{self.transport.label}: giving up after {self.options.reconnects} "
-                  f"reconnects ({result.reply}); run send again to resume")
+        self.halt(
+            f"{self.transport.label}: giving up after {self.options.reconnects} "
+            f"reconnects ({result.reply}); run send again to resume"
+        )
         return conn, result
 
     def worker(self, conn: Connection | None = None) -> None:
@@ -164,18 +176,26 @@ class _Engine:
                     try:
                         chunks = self.template.build_chunks(
                             self.recipients.subscriber(item.subscriber_id, item.email, item.name),
-                            wire=wire)
+                            wire=wire,
+                        )
                     except SubscriberError as exc:  # one bad row must not stop the run
                         book.step(previous, None)
-                        previous = self._outcome(item, Result("failed", str(exc)),
-                                                 item.attempts + 1)
+                        previous = self._outcome(
+                            item, Result("failed", str(exc)), item.attempts + 1
+                        )
                         continue
                     book.step(previous, item.subscriber_id)
                     previous = None
                     conn, result = self._deliver(conn, item, chunks)
                     if result.kind == "retry":  # not delivered: back to pending
-                        previous = (item.subscriber_id, "pending", result.reply, item.attempts,
-                                    0.0, None)
+                        previous = (
+                            item.subscriber_id,
+                            "pending",
+                            result.reply,
+                            item.attempts,
+                            0.0,
+                            None,
+                        )
                     else:
                         previous = self._outcome(item, result, item.attempts + 1)
                 finally:
@@ -230,8 +250,12 @@ class _Engine:
         return last
 
 
-def run_send(plan: SendPlan, settings: Settings, options: SendOptions,
-             report: Callable[[Progress], None] | None = None) -> SendSummary:
+def run_send(
+    plan: SendPlan,
+    settings: Settings,
+    options: SendOptions,
+    report: Callable[[Progress], None] | None = None,
+) -> SendSummary:
     """Send the planned issue. Ctrl-C (KeyboardInterrupt) stops cleanly."""
     started = time.monotonic()
     transport = make_transport(settings)
@@ -247,15 +271,32 @@ def run_send(plan: SendPlan, settings: Settings, options: SendOptions,
             store.requeue_in_doubt(plan.issue)
         store.start_send(plan.issue, plan.prepared.rendered.digest, plan.subject)
         waiting = store.counts(plan.issue)
-        store.enqueue(plan.issue, options.list_name,
-                      None if options.limit is None else
-                      max(0, options.limit - waiting["pending"] - waiting["deferred"]))
+        store.enqueue(
+            plan.issue,
+            options.list_name,
+            None
+            if options.limit is None
+            else max(0, options.limit - waiting["pending"] - waiting["deferred"]),
+        )
         total = store.counts(plan.issue)
-        engine = _Engine(settings, options, template, plan.issue, list_name, transport,
-                         total["pending"] + total["deferred"])
-        workers = [threading.Thread(target=engine.worker, name=f"send-{i}", daemon=True,
-                                    args=(first if i == 0 else None,))
-                   for i in range(max(1, options.connections))]
+        engine = _Engine(
+            settings,
+            options,
+            template,
+            plan.issue,
+            list_name,
+            transport,
+            total["pending"] + total["deferred"],
+        )
+        workers = [
+            threading.Thread(
+                target=engine.worker,
+                name=f"send-{i}",
+                daemon=True,
+                args=(first if i == 0 else None,),
+            )
+            for i in range(max(1, options.connections))
+        ]
         for w in workers:
             w.start()
         interrupted = False
@@ -275,8 +316,11 @@ def run_send(plan: SendPlan, settings: Settings, options: SendOptions,
         store.drop_inactive(plan.issue)  # unsubscribed while this run went on
         if isinstance(engine.error, TransportError):  # credentials, certificate, ...
             raise engine.error
-        return SendSummary(progress=engine.progress, elapsed=time.monotonic() - started,
-                           counts=store.counts(plan.issue), stopped=engine.reason,
-                           interrupted=interrupted, settled_in_doubt=settled)
-
-
+        return SendSummary(
+            progress=engine.progress,
+            elapsed=time.monotonic() - started,
+            counts=store.counts(plan.issue),
+            stopped=engine.reason,
+            interrupted=interrupted,
+            settled_in_doubt=settled,
+        )

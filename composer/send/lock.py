@@ -27,9 +27,11 @@ class SendLock:
             f.seek(0)
             pid = f.read().strip() or "?"
             f.close()
-            raise SendError(f"another `newsletter send` (pid {pid}) is running on "
-                            f"{self.path.with_suffix('').with_suffix('')}; wait for it to "
-                            "finish or stop it (Ctrl-C), then run send again") from None
+            raise SendError(
+                f"another `newsletter send` (pid {pid}) is running on "
+                f"{self.path.with_suffix('').with_suffix('')}; wait for it to "
+                "finish or stop it (Ctrl-C), then run send again"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))

@@ -55,30 +55,40 @@ def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
     prepared = prepare(spec, settings)
     loaded, rendered = prepared.loaded, prepared.rendered
     if prepared.errors:
-        raise IssueError([*map(str, prepared.errors),
-                          f"{loaded.path}: fix these errors before sending"])
+        raise IssueError(
+            [*map(str, prepared.errors), f"{loaded.path}: fix these errors before sending"]
+        )
     slug = prepared.slug
     with Store(settings.db_path) as store:
         if options.list_name and not store.list_exists(options.list_name):
-            raise SendError(f"no list named {options.list_name!r} in {settings.db_path}; "
-                            "see `newsletter subscribers count --list NAME`")
+            raise SendError(
+                f"no list named {options.list_name!r} in {settings.db_path}; "
+                "see `newsletter subscribers count --list NAME`"
+            )
         record = store.send_record(slug)
         store.drop_inactive(slug)
         counts = store.counts(slug)
         if record and record[0] != rendered.digest and not options.force:
             raise SendError(
                 f"{loaded.path} changed after sending it started ({counts['sent']} sent); "
-                "send the rest as it is now with --force, or undo the edit")
+                "send the rest as it is now with --force, or undo the edit"
+            )
         new = store.count_new(slug, options.list_name)
         waiting = store.count_waiting(slug)
     if options.limit is not None:
         new = min(new, max(0, options.limit - waiting))
     return SendPlan(
-        prepared=prepared, issue=slug, subject=rendered.subject,
-        sender=settings.from_address, transport=make_transport(settings).label, new=new,
+        prepared=prepared,
+        issue=slug,
+        subject=rendered.subject,
+        sender=settings.from_address,
+        transport=make_transport(settings).label,
+        new=new,
         waiting=waiting,
-        in_doubt=counts["in_doubt"] + counts["sending"], already_sent=counts["sent"],
-        started_before=record is not None)
+        in_doubt=counts["in_doubt"] + counts["sending"],
+        already_sent=counts["sent"],
+        started_before=record is not None,
+    )
 
 
 @dataclass(frozen=True)
@@ -96,8 +106,7 @@ def dry_run(plan: SendPlan, settings: Settings, options: SendOptions) -> DryRun:
         for d in store.unsent(plan.issue, options.list_name):
             if options.limit is not None and n >= options.limit:
                 break
-            chunks = template.build_chunks(recipients.subscriber(d.subscriber_id, d.email,
-                                                                 d.name))
+            chunks = template.build_chunks(recipients.subscriber(d.subscriber_id, d.email, d.name))
             size += sum(map(len, chunks))
             n += 1
     return DryRun(n, size)

@@ -54,8 +54,9 @@ def list_id(settings: Settings, loaded: LoadedIssue) -> str:
     return f"{slug or 'newsletter'}.{settings.mail_domain}"
 
 
-def message_template(settings: Settings, prepared: Prepared,
-                     subject_prefix: str = "") -> MessageTemplate:
+def message_template(
+    settings: Settings, prepared: Prepared, subject_prefix: str = ""
+) -> MessageTemplate:
     return MessageTemplate(
         prepared.rendered,
         from_address=settings.from_address,

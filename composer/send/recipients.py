@@ -35,21 +35,40 @@ class Recipients:
     def unsubscribe_urls(self, subscriber_id: int) -> tuple[str, str]:
         """The https one-click URL and the mailto fallback for List-Unsubscribe."""
         token = sign(self._key, subscriber_id, self.list_name)
-        return (f"{self._base}/unsubscribe/{token}",
-                f"mailto:{self._mailbox}?subject=unsubscribe%20{token}")
+        return (
+            f"{self._base}/unsubscribe/{token}",
+            f"mailto:{self._mailbox}?subject=unsubscribe%20{token}",
+        )
 
     def subscriber(self, subscriber_id: int, email: str, name: str) -> Recipient:
         https, mailto = self.unsubscribe_urls(subscriber_id)
-        return Recipient(key=str(subscriber_id), email=email, name=name, unsubscribe_url=https,
-                         unsubscribe_mailto=mailto, view_url=self.view_url)
+        return Recipient(
+            key=str(subscriber_id),
+            email=email,
+            name=name,
+            unsubscribe_url=https,
+            unsubscribe_mailto=mailto,
+            view_url=self.view_url,
+        )
 
     def sample(self) -> Recipient:
         https, mailto = self.unsubscribe_urls(SAMPLE_ID)
-        return Recipient(key="sample", email=SAMPLE_EMAIL, name=SAMPLE_NAME,
-                         unsubscribe_url=https, unsubscribe_mailto=mailto,
-                         view_url=self.view_url)
+        return Recipient(
+            key="sample",
+            email=SAMPLE_EMAIL,
+            name=SAMPLE_NAME,
+            unsubscribe_url=https,
+            unsubscribe_mailto=mailto,
+            view_url=self.view_url,
+        )
 
     def test_copy(self, email: str) -> Recipient:
         https, mailto = self.unsubscribe_urls(SAMPLE_ID)
-        return Recipient(key=f"test-{email}", email=email, name="", unsubscribe_url=https,
-                         unsubscribe_mailto=mailto, view_url=self.view_url)
+        return Recipient(
+            key=f"test-{email}",
+            email=email,
+            name="",
+            unsubscribe_url=https,
+            unsubscribe_mailto=mailto,
+            view_url=self.view_url,
+        )

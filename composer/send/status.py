@@ -10,8 +10,14 @@ from composer.issue.files import issue_slug
 from composer.send.lock import SendLock
 from composer.store.database import Store
 
-STATE_LABELS = {"sent": "sent", "pending": "not yet sent", "deferred": "deferred",
-                "failed": "failed", "in_doubt": "in doubt", "sending": "in flight"}
+STATE_LABELS = {
+    "sent": "sent",
+    "pending": "not yet sent",
+    "deferred": "deferred",
+    "failed": "failed",
+    "in_doubt": "in doubt",
+    "sending": "in flight",
+}
 
 
 @dataclass(frozen=True)
@@ -29,8 +35,10 @@ def status(spec: str, settings: Settings) -> IssueStatus:
     running = SendLock(settings.db_path).held()
     with Store(settings.db_path, create=False) as store:
         if store.send_record(slug) is None:
-            raise SendError(f"issue {slug} has not been sent from {settings.db_path}: nothing "
-                            f"to show; send it with `newsletter send {slug}`")
+            raise SendError(
+                f"issue {slug} has not been sent from {settings.db_path}: nothing "
+                f"to show; send it with `newsletter send {slug}`"
+            )
         counts = store.counts(slug)
         problems = store.problems(slug, ("failed", "in_doubt", "deferred", "sending"))
     if not running:

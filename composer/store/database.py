@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 STATUSES = ("active", "unsubscribed", "bounced", "complained")
 STATES = ("pending", "sending", "sent", "deferred", "failed", "in_doubt")
 
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -59,13 +60,16 @@ class Store:
         for commands that only read: a missing database is then a clear error."""
         self.path = path
         if not create and not path.exists():
-            raise StoreError(f"{path}: no database yet (nothing imported or sent from this "
-                             "newsletter); add subscribers with `newsletter subscribers "
-                             "import FILE`")
+            raise StoreError(
+                f"{path}: no database yet (nothing imported or sent from this "
+                "newsletter); add subscribers with `newsletter subscribers "
+                "import FILE`"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30,
-                                      check_same_thread=False)
+            self.db = sqlite3.connect(
+                path, isolation_level=None, timeout=30, check_same_thread=False
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -121,8 +125,10 @@ class Store:
         )
         done = {row[0] for row in self.db.execute("SELECT version FROM schema_migrations")}
         if len(done) > len(MIGRATIONS):
-            raise StoreError(f"{self.path}: made by a newer newsletter-composer "
-                             f"(schema {max(done)}); upgrade to use it")
+            raise StoreError(
+                f"{self.path}: made by a newer newsletter-composer "
+                f"(schema {max(done)}); upgrade to use it"
+            )
         for version, step in enumerate(MIGRATIONS, start=1):
             if version in done:
                 continue
@@ -140,23 +146,42 @@ class Store:
         row = db.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
         return int(row[0])
 
-    def upsert(self, db: sqlite3.Connection, email: str, name: str, language: str,
-               attributes: dict[str, Any], lists: Iterable[str], status: str | None,
-               stamp: str) -> tuple[int, str]:
+    def upsert(
+        self,
+        db: sqlite3.Connection,
+        email: str,
+        name: str,
+        language: str,
+        attributes: dict[str, Any],
+        lists: Iterable[str],
+        status: str | None,
+        stamp: str,
+    ) -> tuple[int, str]:
         """Insert or merge one subscriber; returns (id, outcome).
 
         outcome: "added", "updated", or "suppressed" when the address had
         unsubscribed, bounced or complained (it stays so: re-importing an old
         list must never re-subscribe anyone).
         """
-        row = db.execute("SELECT id, status, name, language, attributes FROM subscribers "
-                         "WHERE email = ?", (email,)).fetchone()
+        row = db.execute(
+            "SELECT id, status, name, language, attributes FROM subscribers WHERE email = ?",
+            (email,),
+        ).fetchone()
         if row is None:
             cur = db.execute(
                 "INSERT INTO subscribers (email, name, status, language, attributes, "
                 "created_at, updated_at, status_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (email, name, status or "active", language, json.dumps(attributes,
-                 ensure_ascii=False), stamp, stamp, stamp))
+                (
+                    email,
+                    name,
+                    status or "active",
+                    language,
+                    json.dumps(attributes, ensure_ascii=False),
+                    stamp,
+                    stamp,
+                    stamp,
+                ),
+            )
             sid, outcome = int(cur.lastrowid or 0), "added"
         else:
             sid, old_status = int(row[0]), row[1]
@@ -168,18 +193,30 @@ class Store:
                 "UPDATE subscribers SET name = ?, language = ?, attributes = ?, status = ?, "
                 "updated_at = ?, status_changed_at = CASE WHEN status = ? "
                 "THEN status_changed_at ELSE ? END WHERE id = ?",
-                (name or row[2], language or row[3], json.dumps(merged, ensure_ascii=False),
-                 new_status, stamp, new_status, stamp, sid))
+                (
+                    name or row[2],
+                    language or row[3],
+                    json.dumps(merged, ensure_ascii=False),
+                    new_status,
+                    stamp,
+                    new_status,
+                    stamp,
+                    sid,
+                ),
+            )
             outcome = "suppressed" if old_status != "active" else "updated"
         for list_name in lists:
-            db.execute("INSERT OR IGNORE INTO memberships VALUES (?, ?)",
-                       (self.list_id(db, list_name), sid))
+            db.execute(
+                "INSERT OR IGNORE INTO memberships VALUES (?, ?)",
+                (self.list_id(db, list_name), sid),
+            )
         return sid, outcome
 
     def set_status(self, email: str, status: str, detail: str) -> Subscriber | None:
         with self.transaction() as db:
-            row = db.execute("SELECT id, status FROM subscribers WHERE email = ?",
-                             (email,)).fetchone()
+            row = db.execute(
+                "SELECT id, status FROM subscribers WHERE email = ?", (email,)
+            ).fetchone()
             if row is None:
                 return None
             if row[1] != status:
@@ -188,10 +225,14 @@ class Store:
 
     def _set_status(self, db: sqlite3.Connection, sid: int, status: str, detail: str) -> None:
         stamp = now_iso()
-        db.execute("UPDATE subscribers SET status = ?, status_changed_at = ?, updated_at = ? "
-                   "WHERE id = ?", (status, stamp, stamp, sid))
-        db.execute("INSERT INTO events (subscriber_id, kind, detail, at) VALUES (?, ?, ?, ?)",
-                   (sid, status, detail, stamp))
+        db.execute(
+            "UPDATE subscribers SET status = ?, status_changed_at = ?, updated_at = ? WHERE id = ?",
+            (status, stamp, stamp, sid),
+        )
+        db.execute(
+            "INSERT INTO events (subscriber_id, kind, detail, at) VALUES (?, ?, ?, ?)",
+            (sid, status, detail, stamp),
+        )
 
     def unsubscribe_id(self, sid: int, detail: str) -> bool:
         """Unsubscribe by id (one-click); True if that subscriber exists."""
@@ -208,15 +249,24 @@ class Store:
             return db.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount > 0
 
     def _subscriber(self, row: tuple[Any, ...]) -> Subscriber:
-        return Subscriber(id=row[0], email=row[1], name=row[2], status=row[3], language=row[4],
-                          attributes=json.loads(row[5] or "{}"),
-                          lists=sorted(filter(None, (row[6] or "").split("\x1f"))),
-                          created_at=row[7], updated_at=row[8])
+        return Subscriber(
+            id=row[0],
+            email=row[1],
+            name=row[2],
+            status=row[3],
+            language=row[4],
+            attributes=json.loads(row[5] or "{}"),
+            lists=sorted(filter(None, (row[6] or "").split("\x1f"))),
+            created_at=row[7],
+            updated_at=row[8],
+        )
 
-    _SELECT = ("SELECT s.id, s.email, s.name, s.status, s.language, s.attributes, "
-               "(SELECT group_concat(l.name, char(31)) FROM memberships m "
-               " JOIN lists l ON l.id = m.list_id WHERE m.subscriber_id = s.id), "
-               "s.created_at, s.updated_at FROM subscribers s")
+    _SELECT = (
+        "SELECT s.id, s.email, s.name, s.status, s.language, s.attributes, "
+        "(SELECT group_concat(l.name, char(31)) FROM memberships m "
+        " JOIN lists l ON l.id = m.list_id WHERE m.subscriber_id = s.id), "
+        "s.created_at, s.updated_at FROM subscribers s"
+    )
 
     def subscriber(self, email: str) -> Subscriber | None:
         rows = self.query(self._SELECT + " WHERE s.email = ?", (email,))
@@ -232,20 +282,25 @@ class Store:
             where.append("s.status = ?")
             args.append(status)
         if list_name:
-            where.append("s.id IN (SELECT m.subscriber_id FROM memberships m JOIN lists l "
-                         "ON l.id = m.list_id WHERE l.name = ?)")
+            where.append(
+                "s.id IN (SELECT m.subscriber_id FROM memberships m JOIN lists l "
+                "ON l.id = m.list_id WHERE l.name = ?)"
+            )
             args.append(list_name)
         return (" WHERE " + " AND ".join(where) if where else ""), args
 
-    def subscribers(self, status: str | None = None, list_name: str | None = None,
-                    batch: int = 1000) -> Iterator[Subscriber]:
+    def subscribers(
+        self, status: str | None = None, list_name: str | None = None, batch: int = 1000
+    ) -> Iterator[Subscriber]:
         """All matching subscribers by id, read in batches (memory stays flat)."""
         where, args = self._filter(status, list_name)
         last = 0
         joiner = " AND " if where else " WHERE "
         while True:
-            rows = self.query(self._SELECT + where + joiner + "s.id > ? ORDER BY s.id LIMIT ?",
-                              [*args, last, batch])
+            rows = self.query(
+                self._SELECT + where + joiner + "s.id > ? ORDER BY s.id LIMIT ?",
+                [*args, last, batch],
+            )
             yield from (self._subscriber(r) for r in rows)
             if len(rows) < batch:
                 return
@@ -254,8 +309,9 @@ class Store:
     def count_by_status(self, list_name: str | None = None) -> dict[str, int]:
         where, args = self._filter(None, list_name)
         counts = dict.fromkeys(STATUSES, 0)
-        for status, n in self.query(f"SELECT s.status, count(*) FROM subscribers s{where} "
-                                    "GROUP BY s.status", args):
+        for status, n in self.query(
+            f"SELECT s.status, count(*) FROM subscribers s{where} GROUP BY s.status", args
+        ):
             counts[status] = n
         return counts
 
@@ -271,23 +327,30 @@ class Store:
     def start_send(self, issue: str, digest: str, subject: str) -> None:
         stamp = now_iso()
         with self.transaction() as db:
-            db.execute("INSERT INTO sends VALUES (?, ?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE "
-                       "SET digest = excluded.digest, subject = excluded.subject, "
-                       "updated_at = excluded.updated_at", (issue, digest, subject, stamp, stamp))
+            db.execute(
+                "INSERT INTO sends VALUES (?, ?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE "
+                "SET digest = excluded.digest, subject = excluded.subject, "
+                "updated_at = excluded.updated_at",
+                (issue, digest, subject, stamp, stamp),
+            )
 
     @staticmethod
-    def audience_sql(list_name: str | None, waiting_too: bool = False
-                     ) -> tuple[str, list[Any]]:
+    def audience_sql(list_name: str | None, waiting_too: bool = False) -> tuple[str, list[Any]]:
         """The one audience rule: active subscribers (of a list) who have no delivery
         row for the issue yet (``waiting_too``: or one not yet sent). The SQL takes
         the issue as its first parameter, then the returned arguments."""
         waiting = " AND d.state NOT IN ('pending', 'deferred')" if waiting_too else ""
-        sql = ("FROM subscribers s WHERE s.status = 'active' AND NOT EXISTS "
-               "(SELECT 1 FROM deliveries d WHERE d.issue = ? AND d.subscriber_id = s.id"
-               + waiting + ")")
+        sql = (
+            "FROM subscribers s WHERE s.status = 'active' AND NOT EXISTS "
+            "(SELECT 1 FROM deliveries d WHERE d.issue = ? AND d.subscriber_id = s.id"
+            + waiting
+            + ")"
+        )
         if list_name:
-            sql += (" AND s.id IN (SELECT m.subscriber_id FROM memberships m JOIN lists l "
-                    "ON l.id = m.list_id WHERE l.name = ?)")
+            sql += (
+                " AND s.id IN (SELECT m.subscriber_id FROM memberships m JOIN lists l "
+                "ON l.id = m.list_id WHERE l.name = ?)"
+            )
         return sql, ([list_name] if list_name else [])
 
     def count_new(self, issue: str, list_name: str | None) -> int:
@@ -301,7 +364,8 @@ class Store:
             cur = db.execute(
                 "INSERT INTO deliveries (issue, subscriber_id, state, updated_at) "
                 "SELECT ?, s.id, 'pending', ? " + sql + tail,
-                [issue, now_iso(), issue, *args, *([limit] if limit is not None else [])])
+                [issue, now_iso(), issue, *args, *([limit] if limit is not None else [])],
+            )
             return cur.rowcount
 
     def settle_interrupted(self, issue: str) -> int:
@@ -311,7 +375,9 @@ class Store:
             return db.execute(
                 "UPDATE deliveries SET state = 'in_doubt', updated_at = ?, reply = "
                 "'the sending process stopped while this message was in flight' "
-                "WHERE issue = ? AND state = 'sending'", (now_iso(), issue)).rowcount
+                "WHERE issue = ? AND state = 'sending'",
+                (now_iso(), issue),
+            ).rowcount
 
     def drop_inactive(self, issue: str) -> int:
         """Forget unsent deliveries to people no longer active (unsubscribed or
@@ -320,25 +386,29 @@ class Store:
             return db.execute(
                 "DELETE FROM deliveries WHERE issue = ? AND state IN ('pending', 'deferred') "
                 "AND subscriber_id IN (SELECT id FROM subscribers WHERE status != 'active')",
-                (issue,)).rowcount
+                (issue,),
+            ).rowcount
 
     def count_waiting(self, issue: str) -> int:
         """Unsent deliveries (pending, deferred) to active subscribers."""
-        return int(self.query(
-            "SELECT count(*) FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
-            "WHERE d.issue = ? AND d.state IN ('pending', 'deferred') AND s.status = 'active'",
-            (issue,))[0][0])
+        return int(
+            self.query(
+                "SELECT count(*) FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+                "WHERE d.issue = ? AND d.state IN ('pending', 'deferred') AND s.status = 'active'",
+                (issue,),
+            )[0][0]
+        )
 
-    def unsent(self, issue: str, list_name: str | None, batch: int = 1000
-               ) -> Iterator[Delivery]:
+    def unsent(self, issue: str, list_name: str | None, batch: int = 1000) -> Iterator[Delivery]:
         """The audience of an issue still to be mailed, in id order: active subscribers
         (of the list) with no delivery yet or one waiting (pending, deferred)."""
         audience, args = self.audience_sql(list_name, waiting_too=True)
         after = 0
         while True:
-            rows = self.query("SELECT s.id, s.email, s.name " + audience
-                              + " AND s.id > ? ORDER BY s.id LIMIT ?",
-                              [issue, *args, after, batch])
+            rows = self.query(
+                "SELECT s.id, s.email, s.name " + audience + " AND s.id > ? ORDER BY s.id LIMIT ?",
+                [issue, *args, after, batch],
+            )
             yield from (Delivery(r[0], r[1], r[2], 0) for r in rows)
             if len(rows) < batch:
                 return
@@ -346,13 +416,16 @@ class Store:
 
     def sent_issues(self) -> set[str]:
         """Issues at least one message of which was sent."""
-        return {r[0] for r in self.query(
-            "SELECT DISTINCT issue FROM deliveries WHERE state = 'sent'")}
+        return {
+            r[0] for r in self.query("SELECT DISTINCT issue FROM deliveries WHERE state = 'sent'")
+        }
 
     def requeue_in_doubt(self, issue: str) -> int:
         with self.transaction() as db:
-            return db.execute("UPDATE deliveries SET state = 'pending' WHERE issue = ? AND "
-                              "state = 'in_doubt'", (issue,)).rowcount
+            return db.execute(
+                "UPDATE deliveries SET state = 'pending' WHERE issue = ? AND state = 'in_doubt'",
+                (issue,),
+            ).rowcount
 
     def due(self, issue: str, after_id: int, now: float, limit: int) -> list[Delivery]:
         """Pending or due deferred deliveries after ``after_id``, in id order."""
@@ -361,25 +434,35 @@ class Store:
             "JOIN subscribers s ON s.id = d.subscriber_id WHERE d.issue = ? AND "
             "d.subscriber_id > ? AND (d.state = 'pending' OR (d.state = 'deferred' AND "
             "d.next_attempt_at <= ?)) AND s.status = 'active' ORDER BY d.subscriber_id LIMIT ?",
-            (issue, after_id, now, limit))
+            (issue, after_id, now, limit),
+        )
         return [Delivery(r[0], r[1], r[2], r[3]) for r in rows]
 
     def next_deferred_at(self, issue: str) -> float | None:
-        rows = self.query("SELECT min(next_attempt_at) FROM deliveries WHERE issue = ? "
-                          "AND state = 'deferred'", (issue,))
+        rows = self.query(
+            "SELECT min(next_attempt_at) FROM deliveries WHERE issue = ? AND state = 'deferred'",
+            (issue,),
+        )
         return None if rows[0][0] is None else float(rows[0][0])
 
     def counts(self, issue: str) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
-        for state, n in self.query("SELECT state, count(*) FROM deliveries WHERE issue = ? "
-                                   "GROUP BY state", (issue,)):
+        for state, n in self.query(
+            "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (issue,)
+        ):
             counts[state] = n
         return counts
 
-    def problems(self, issue: str, states: tuple[str, ...],
-                 limit: int = 50) -> list[tuple[str, str, str, int]]:
+    def problems(
+        self, issue: str, states: tuple[str, ...], limit: int = 50
+    ) -> list[tuple[str, str, str, int]]:
         marks = ",".join("?" * len(states))
-        return [(r[0], r[1], r[2], r[3]) for r in self.query(
-            "SELECT s.email, d.state, d.reply, d.attempts FROM deliveries d JOIN subscribers s "
-            f"ON s.id = d.subscriber_id WHERE d.issue = ? AND d.state IN ({marks}) "
-            "ORDER BY d.updated_at, s.email LIMIT ?", (issue, *states, limit))]
+        return [
+            (r[0], r[1], r[2], r[3])
+            for r in self.query(
+                "SELECT s.email, d.state, d.reply, d.attempts FROM deliveries d JOIN subscribers s "
+                f"ON s.id = d.subscriber_id WHERE d.issue = ? AND d.state IN ({marks}) "
+                "ORDER BY d.updated_at, s.email LIMIT ?",
+                (issue, *states, limit),
+            )
+        ]

@@ -25,8 +25,9 @@ class DeliveryLog:
         self.path = path
         self.issue = issue
         try:
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30,
-                                      check_same_thread=False)
+            self.db = sqlite3.connect(
+                path, isolation_level=None, timeout=30, check_same_thread=False
+            )
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=30000")
         except sqlite3.Error as exc:
@@ -42,18 +43,24 @@ class DeliveryLog:
                 self.db.execute(
                     "UPDATE deliveries SET state = ?, reply = ?, attempts = ?, "
                     "next_attempt_at = ?, updated_at = ? WHERE issue = ? AND subscriber_id = ?",
-                    (state, reply[:500], attempts, next_at, stamp, self.issue, sid))
+                    (state, reply[:500], attempts, next_at, stamp, self.issue, sid),
+                )
                 if status is not None:
                     self.db.execute(
                         "UPDATE subscribers SET status = ?, status_changed_at = ?, "
                         "updated_at = ? WHERE id = ? AND status = 'active'",
-                        (status, stamp, stamp, sid))
-                    self.db.execute("INSERT INTO events (subscriber_id, kind, detail, at) "
-                                    "VALUES (?, ?, ?, ?)", (sid, status, reply[:500], stamp))
+                        (status, stamp, stamp, sid),
+                    )
+                    self.db.execute(
+                        "INSERT INTO events (subscriber_id, kind, detail, at) VALUES (?, ?, ?, ?)",
+                        (sid, status, reply[:500], stamp),
+                    )
             if start is not None:
-                self.db.execute("UPDATE deliveries SET state = 'sending', updated_at = ? "
-                                "WHERE issue = ? AND subscriber_id = ?",
-                                (stamp, self.issue, start))
+                self.db.execute(
+                    "UPDATE deliveries SET state = 'sending', updated_at = ? "
+                    "WHERE issue = ? AND subscriber_id = ?",
+                    (stamp, self.issue, start),
+                )
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -62,4 +69,3 @@ class DeliveryLog:
 
     def close(self) -> None:
         self.db.close()
-

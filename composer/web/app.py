@@ -41,32 +41,35 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-CSP_PAGES = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
-             "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+CSP_PAGES = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 class Guard:
     """ASGI middleware: security headers on every response, a body size cap,
     and (for the preview) a Host allow-list against DNS rebinding."""
 
-    def __init__(self, app: ASGIApp, csp: str, hosts: tuple[str, ...] | None = None,
-                 max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, csp: str, hosts: tuple[str, ...] | None = None, max_body: int = MAX_BODY
+    ) -> None:
         self.app, self.csp, self.hosts, self.max_body = app, csp, hosts, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         if self.hosts is not None:
             host = _hostname(headers.get("host", ""))
             if host not in self.hosts:
                 await self._plain(send, 403, "This preview only answers on 127.0.0.1.")
                 return
         length = headers.get("content-length", "")
-        if (length.isdigit() and int(length) > self.max_body) or (
-                length and not length.isdigit()):
+        if (length.isdigit() and int(length) > self.max_body) or (length and not length.isdigit()):
             await self._plain(send, 413, "Request body too large.")
             return
         received = 0
@@ -82,13 +85,17 @@ class Guard:
 
         async def secure_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                extra = [(b"content-security-policy", self.csp.encode()),
-                         (b"x-content-type-options", b"nosniff"),
-                         (b"referrer-policy", b"no-referrer"),
-                         (b"x-frame-options", b"SAMEORIGIN")]
+                extra = [
+                    (b"content-security-policy", self.csp.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"SAMEORIGIN"),
+                ]
                 names = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *[(k, v) for k, v in extra if k not in names]]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *[(k, v) for k, v in extra if k not in names],
+                ]
             await send(message)
 
         try:
@@ -97,10 +104,17 @@ class Guard:
             await self._plain(secure_send, 413, "Request body too large.")
 
     async def _plain(self, send: Send, status: int, text: str) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-security-policy", self.csp.encode()),
-            (b"x-content-type-options", b"nosniff")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-security-policy", self.csp.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": text.encode()})
 
 
@@ -116,8 +130,9 @@ def _hostname(host_header: str) -> str:
 
 
 _PAGES = jinja2.Environment(
-    loader=jinja2.DictLoader({
-        "page.html": """<!DOCTYPE html>
+    loader=jinja2.DictLoader(
+        {
+            "page.html": """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
@@ -133,16 +148,19 @@ background: #a4161a; color: #fff; border: 0; border-radius: 4px; cursor: pointer
 <button type="submit">{{ button }}</button></form>{% endif %}
 </main></body></html>
 """,
-    }),
+        }
+    ),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
 
 
-def page(title: str, *paragraphs: str, button: str | None = None,
-         status: int = 200) -> HTMLResponse:
-    html = _PAGES.get_template("page.html").render(title=title, paragraphs=paragraphs,
-                                                   button=button)
+def page(
+    title: str, *paragraphs: str, button: str | None = None, status: int = 200
+) -> HTMLResponse:
+    html = _PAGES.get_template("page.html").render(
+        title=title, paragraphs=paragraphs, button=button
+    )
     return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
 
 
@@ -150,9 +168,11 @@ def not_found() -> HTMLResponse:
     return page("Not found", "There is nothing at this address.", status=404)
 
 
-INVALID_LINK = ("This unsubscribe link is not valid",
-                "It may have been cut short. Use the unsubscribe link in the newsletter "
-                "email itself, or reply to the newsletter to ask us to remove you.")
+INVALID_LINK = (
+    "This unsubscribe link is not valid",
+    "It may have been cut short. Use the unsubscribe link in the newsletter "
+    "email itself, or reply to the newsletter to ask us to remove you.",
+)
 
 
 async def _one_click_body(request: Request) -> bool:
@@ -179,8 +199,10 @@ def serve_app(settings: Settings) -> ASGIApp:
         return HTMLResponse(archive.index_page(settings, items))
 
     def feed(request: Request) -> Response:
-        return Response(archive.feed(settings, archive.entries(settings)),
-                        media_type="application/atom+xml; charset=utf-8")
+        return Response(
+            archive.feed(settings, archive.entries(settings)),
+            media_type="application/atom+xml; charset=utf-8",
+        )
 
     def issue(request: Request) -> Response:
         slug = request.path_params["slug"]
@@ -199,8 +221,11 @@ def serve_app(settings: Settings) -> ASGIApp:
         return HTMLResponse(html)
 
     def unsubscribe_info(request: Request) -> Response:
-        return page("Unsubscribe", "To unsubscribe, use the unsubscribe link at the foot of "
-                    "the newsletter email you received: it is personal to you.")
+        return page(
+            "Unsubscribe",
+            "To unsubscribe, use the unsubscribe link at the foot of "
+            "the newsletter email you received: it is personal to you.",
+        )
 
     def confirm(request: Request) -> Response:
         claim = verify(settings.secret_key.get(), request.path_params["token"])
@@ -210,33 +235,44 @@ def serve_app(settings: Settings) -> ASGIApp:
             subscriber = store.subscriber_by_id(claim.subscriber_id)
         if subscriber is None or subscriber.status != "active":
             return page("You are unsubscribed", "This address gets no more newsletters from us.")
-        return page("Unsubscribe?", f"Stop sending the newsletter to {subscriber.email}?",
-                    button="Unsubscribe")
+        return page(
+            "Unsubscribe?",
+            f"Stop sending the newsletter to {subscriber.email}?",
+            button="Unsubscribe",
+        )
 
     async def one_click(request: Request) -> Response:
         claim = verify(settings.secret_key.get(), request.path_params["token"])
         if claim is None:
             return page(*INVALID_LINK, status=400)
         if not await _one_click_body(request):
-            return page("Unsubscribe?", "This request did not say List-Unsubscribe=One-Click.",
-                        button="Unsubscribe", status=400)
+            return page(
+                "Unsubscribe?",
+                "This request did not say List-Unsubscribe=One-Click.",
+                button="Unsubscribe",
+                status=400,
+            )
         detail = "one-click" + (f" (list {claim.list_name})" if claim.list_name else "")
         with Store(settings.db_path) as store:
             store.unsubscribe_id(claim.subscriber_id, detail)
-        return page("You are unsubscribed", "You will get no more newsletters from us. "
-                    "Sorry to see you go.")
+        return page(
+            "You are unsubscribed", "You will get no more newsletters from us. Sorry to see you go."
+        )
 
-    app = Starlette(routes=[
-        Route("/", index),
-        Route("/feed.xml", feed),
-        Route("/index.html", index),
-        Route("/issues/{slug}/", issue),
-        Route("/issues/{slug}/index.html", issue),
-        Route("/issues/{slug}", issue),
-        Route("/unsubscribe", unsubscribe_info),
-        Route("/unsubscribe/{token}", confirm, methods=["GET", "HEAD"]),
-        Route("/unsubscribe/{token}", one_click, methods=["POST"]),
-    ], exception_handlers={404: lambda r, e: not_found(), ComposerError: _composer_error})
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/feed.xml", feed),
+            Route("/index.html", index),
+            Route("/issues/{slug}/", issue),
+            Route("/issues/{slug}/index.html", issue),
+            Route("/issues/{slug}", issue),
+            Route("/unsubscribe", unsubscribe_info),
+            Route("/unsubscribe/{token}", confirm, methods=["GET", "HEAD"]),
+            Route("/unsubscribe/{token}", one_click, methods=["POST"]),
+        ],
+        exception_handlers={404: lambda r, e: not_found(), ComposerError: _composer_error},
+    )
     app.router.redirect_slashes = False
     return Guard(app, CSP_PAGES)
 
@@ -249,11 +285,15 @@ def _composer_error(request: Request, exc: Exception) -> Response:
 
 STATIC = Path(__file__).resolve().parent / "static"
 
-CSP_PREVIEW = ("default-src 'self'; style-src 'self' 'unsafe-inline'; "
-               "img-src 'self' https: data:; frame-src 'self'; base-uri 'none'; "
-               "form-action 'none'")
-CSP_EMAIL = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
-             "frame-ancestors 'self'")
+CSP_PREVIEW = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' https: data:; frame-src 'self'; base-uri 'none'; "
+    "form-action 'none'"
+)
+CSP_EMAIL = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+    "frame-ancestors 'self'"
+)
 
 
 def preview_app(state: Any) -> ASGIApp:
@@ -272,16 +312,20 @@ def preview_app(state: Any) -> ASGIApp:
         snap = state.snapshot
         if snap is None:
             return PlainTextResponse("The issue has errors; see the preview page.", 503)
-        return HTMLResponse(snap.html, headers={"content-security-policy": CSP_EMAIL,
-                                                "cache-control": "no-store"})
+        return HTMLResponse(
+            snap.html, headers={"content-security-policy": CSP_EMAIL, "cache-control": "no-store"}
+        )
 
     def email_text(request: Request) -> Response:
         snap = state.snapshot
         return PlainTextResponse(snap.text if snap else "", headers={"cache-control": "no-store"})
 
     def state_json(request: Request) -> Response:
-        return Response(json.dumps(state.as_json()), media_type="application/json",
-                        headers={"cache-control": "no-store"})
+        return Response(
+            json.dumps(state.as_json()),
+            media_type="application/json",
+            headers={"cache-control": "no-store"},
+        )
 
     async def events(request: Request) -> Response:
         import asyncio
@@ -294,12 +338,18 @@ def preview_app(state: Any) -> ASGIApp:
                     yield f"data: {seen}\n\n".encode()
                 await asyncio.sleep(0.1)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"cache-control": "no-store"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"cache-control": "no-store"}
+        )
 
-    app = Starlette(routes=[
-        Route("/", shell), Route("/app.js", script), Route("/email.html", email_html),
-        Route("/email.txt", email_text), Route("/state.json", state_json),
-        Route("/events", events),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/", shell),
+            Route("/app.js", script),
+            Route("/email.html", email_html),
+            Route("/email.txt", email_text),
+            Route("/state.json", state_json),
+            Route("/events", events),
+        ]
+    )
     return Guard(app, CSP_PREVIEW, hosts=("127.0.0.1", "localhost", "[::1]"))

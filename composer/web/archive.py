@@ -29,8 +29,9 @@ from composer.store.database import Store
 SLUG_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 _PAGES = jinja2.Environment(
-    loader=jinja2.DictLoader({
-        "index.html": """<!DOCTYPE html>
+    loader=jinja2.DictLoader(
+        {
+            "index.html": """<!DOCTYPE html>
 <html lang="{{ language }}">
 <head>
 <meta charset="utf-8">
@@ -59,7 +60,8 @@ a { color: #a4161a; }
 </body>
 </html>
 """,
-    }),
+        }
+    ),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
@@ -101,10 +103,17 @@ def _base(settings: Settings) -> str:
 
 def index_page(settings: Settings, items: list[Entry]) -> bytes:
     nl = items[0].issue.newsletter if items else None
-    return _PAGES.get_template("index.html").render(
-        entries=items, base=_base(settings), title=nl.title if nl else "Newsletter",
-        organisation=nl.organisation if nl else "", language=nl.language if nl else "en",
-    ).encode()
+    return (
+        _PAGES.get_template("index.html")
+        .render(
+            entries=items,
+            base=_base(settings),
+            title=nl.title if nl else "Newsletter",
+            organisation=nl.organisation if nl else "",
+            language=nl.language if nl else "en",
+        )
+        .encode()
+    )
 
 
 def issue_url(settings: Settings, slug: str) -> str:
@@ -114,11 +123,14 @@ def issue_url(settings: Settings, slug: str) -> str:
 def issue_page(settings: Settings, entry: Entry) -> bytes:
     """The web version: the email without anything personal, with its canonical URL
     and a relative link back to the index (the archive works from disk too)."""
-    rendered = render_issue(load_issue(entry.path), settings.home, web=True,
-                            cache_dir=settings.cache_dir)
+    rendered = render_issue(
+        load_issue(entry.path), settings.home, web=True, cache_dir=settings.cache_dir
+    )
     html = rendered.html
-    canonical = (f'<link rel="canonical" href="{escape(issue_url(settings, entry.slug))}">'
-                 '<link rel="index" href="../../index.html">')
+    canonical = (
+        f'<link rel="canonical" href="{escape(issue_url(settings, entry.slug))}">'
+        '<link rel="index" href="../../index.html">'
+    )
     head_end = html.find("</head>")
     if head_end >= 0:
         html = html[:head_end] + canonical + html[head_end:]
@@ -170,8 +182,10 @@ def write_archive(settings: Settings, out: Path, include_unsent: bool) -> list[P
     Pages link to each other relatively, so the folder can be opened from disk
     or served under any path; the feed and canonical links are absolute."""
     items = entries(settings, include_unsent)
-    pages = [(out / "index.html", index_page(settings, items)),
-             (out / "feed.xml", feed(settings, items))]
+    pages = [
+        (out / "index.html", index_page(settings, items)),
+        (out / "feed.xml", feed(settings, items)),
+    ]
     pages += [(out / "issues" / e.slug / "index.html", issue_page(settings, e)) for e in items]
     written = []
     try:

@@ -56,8 +56,9 @@ class PreviewState:
         with Store(self.settings.db_path, create=False) as store:
             subscriber = store.subscriber(address)
         if subscriber is None:
-            raise ComposerError(f"--as {address}: not a subscriber; see "
-                                "`newsletter subscribers list`")
+            raise ComposerError(
+                f"--as {address}: not a subscriber; see `newsletter subscribers list`"
+            )
         return recipients.subscriber(subscriber.id, subscriber.email, subscriber.name)
 
     def rebuild(self) -> None:
@@ -70,8 +71,14 @@ class PreviewState:
             raw = message_template(self.settings, prepared).build(recipient)
             head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
             findings = [(f.severity, str(f)) for f in prepared.findings]
-            snap = Snapshot(rendered.subject, html, text, head.replace("\r\n ", " ").split("\r\n"),
-                            rendered.html_bytes, findings)
+            snap = Snapshot(
+                rendered.subject,
+                html,
+                text,
+                head.replace("\r\n ", " ").split("\r\n"),
+                rendered.html_bytes,
+                findings,
+            )
             with self._lock:
                 self.snapshot, self.error = snap, None
                 self.version += 1
@@ -89,9 +96,12 @@ class PreviewState:
         with self._lock:
             snap, error, version = self.snapshot, self.error, self.version
         return {
-            "version": version, "error": error,
-            "subject": snap.subject if snap else "", "size": snap.size if snap else 0,
-            "size_kb": f"{snap.size / 1024:.1f}" if snap else "0", "limit": GMAIL_CLIP_BYTES,
+            "version": version,
+            "error": error,
+            "subject": snap.subject if snap else "",
+            "size": snap.size if snap else 0,
+            "size_kb": f"{snap.size / 1024:.1f}" if snap else "0",
+            "limit": GMAIL_CLIP_BYTES,
             "headers": snap.headers if snap else [],
             "findings": [{"severity": s, "text": t} for s, t in snap.findings] if snap else [],
         }
@@ -103,9 +113,12 @@ class PreviewState:
         folder = self.path.parent
         roots = [self.settings.home / "templates", *theme_dirs(self.theme, self.settings.home)]
         templates = sorted({r.resolve() for r in roots if r.is_dir()})
-        for changes in watchfiles.watch(folder, *templates, stop_event=stop, debounce=100,
-                                        step=25, raise_interrupt=False):
-            if any(Path(p).resolve() == self.path
-                   or any(Path(p).resolve().is_relative_to(t) for t in templates)
-                   for _, p in changes):
+        for changes in watchfiles.watch(
+            folder, *templates, stop_event=stop, debounce=100, step=25, raise_interrupt=False
+        ):
+            if any(
+                Path(p).resolve() == self.path
+                or any(Path(p).resolve().is_relative_to(t) for t in templates)
+                for _, p in changes
+            ):
                 self.rebuild()

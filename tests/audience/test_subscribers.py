@@ -17,11 +17,13 @@ def test_import_validates_normalises_and_merges(newsletter_home: Path) -> None:
         "email,name,language,lists,city\n"
         "Ana@Example.ORG,Ana Silva,es,weekly|spanish,Lima\n"
         "bad-address,Nobody,,,\n"
-        "ana@example.org,,,\"urgent\",\n"  # a duplicate: merged
+        'ana@example.org,,,"urgent",\n'  # a duplicate: merged
         "  bruno@example.org ,Bruno Okafor\u0301,,,\n"
         ",Empty,,,\n"
         "a@b,Short,,,\n"
-        "zoe@bücher.de,Zoë,,,\n", encoding="utf-8")
+        "zoe@bücher.de,Zoë,,,\n",
+        encoding="utf-8",
+    )
     result = run("subscribers", "import", "people.csv", "--list", "weekly")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
@@ -50,10 +52,14 @@ def test_import_validates_normalises_and_merges(newsletter_home: Path) -> None:
 
 def test_mailchimp_export_with_bom_and_semicolons(newsletter_home: Path) -> None:
     source = newsletter_home / "mailchimp.csv"
-    source.write_bytes("\ufeff".encode() + (
-        b'"Email Address";"First Name";"Last Name";"MEMBER_RATING";"TAGS";"STATUS"\n'
-        b'"kemi@example.org";"Kemi";"Rossi";"2";"""donor"",""press""";"subscribed"\n'
-        b'"old@example.org";"Old";"Reader";"1";"";"cleaned"\n'))
+    source.write_bytes(
+        "\ufeff".encode()
+        + (
+            b'"Email Address";"First Name";"Last Name";"MEMBER_RATING";"TAGS";"STATUS"\n'
+            b'"kemi@example.org";"Kemi";"Rossi";"2";"""donor"",""press""";"subscribed"\n'
+            b'"old@example.org";"Old";"Reader";"1";"";"cleaned"\n'
+        )
+    )
     result = run("subscribers", "import", "mailchimp.csv")
     assert result.exit_code == 0, result.output
     assert "2 added" in result.stdout
@@ -69,39 +75,67 @@ def test_suppressed_addresses_stay_suppressed_on_reimport(newsletter_home: Path)
     source = newsletter_home / "list.csv"
     source.write_text("email\nana@example.org\nbo@example.org\n")
     run("subscribers", "import", str(source))
-    assert run("subscribers", "unsubscribe", "ANA@example.org").stdout == \
-        "ana@example.org: unsubscribed\n"
+    assert (
+        run("subscribers", "unsubscribe", "ANA@example.org").stdout
+        == "ana@example.org: unsubscribed\n"
+    )
     again = run("subscribers", "import", str(source))
     assert "0 added, 1 merged into existing, 1 left unsubscribed/bounced" in again.stdout
     assert run("subscribers", "list", "--status", "active").stdout == "bo@example.org\tactive\t\t\n"
     assert run("subscribers", "count").stdout.splitlines() == [
-        "active               1", "unsubscribed         1", "bounced              0",
-        "complained           0", "total                2"]
+        "active               1",
+        "unsubscribed         1",
+        "bounced              0",
+        "complained           0",
+        "total                2",
+    ]
 
 
 def test_add_remove_and_errors(newsletter_home: Path) -> None:
-    assert run("subscribers", "add", "Mei@Example.org", "--name", "Mei Sato", "--list", "a",
-               "--list", "b").stdout == "mei@example.org: added (status active)\n"
-    assert run("subscribers", "add", "mei@example.org", "--name", "Mei S.").stdout == \
-        "mei@example.org: updated (status active)\n"
+    assert (
+        run(
+            "subscribers",
+            "add",
+            "Mei@Example.org",
+            "--name",
+            "Mei Sato",
+            "--list",
+            "a",
+            "--list",
+            "b",
+        ).stdout
+        == "mei@example.org: added (status active)\n"
+    )
+    assert (
+        run("subscribers", "add", "mei@example.org", "--name", "Mei S.").stdout
+        == "mei@example.org: updated (status active)\n"
+    )
     bad = run("subscribers", "add", "mei@")
     assert bad.exit_code == 1
     assert bad.stderr.startswith("Error: 'mei@' is not a valid email address: ")
-    assert run("subscribers", "list", "--list", "b").stdout == "mei@example.org\tactive\tMei S.\ta,b\n"
+    assert (
+        run("subscribers", "list", "--list", "b").stdout == "mei@example.org\tactive\tMei S.\ta,b\n"
+    )
     assert run("subscribers", "list", "--status", "gone").stderr == (
-        "Error: status 'gone' is not one of active, unsubscribed, bounced, complained\n")
+        "Error: status 'gone' is not one of active, unsubscribed, bounced, complained\n"
+    )
     assert run("subscribers", "remove", "mei@example.org").stdout == "mei@example.org: removed\n"
     missing = run("subscribers", "remove", "mei@example.org")
     assert missing.exit_code == 1
-    assert missing.stderr == ("Error: mei@example.org is not a subscriber; see "
-                              "`newsletter subscribers list`\n")
+    assert missing.stderr == (
+        "Error: mei@example.org is not a subscriber; see `newsletter subscribers list`\n"
+    )
     no_file = run("subscribers", "import", "nosuch.csv")
-    assert no_file.exit_code == 1 and no_file.stderr == \
-        "Error: nosuch.csv: cannot read: No such file or directory\n"
+    assert (
+        no_file.exit_code == 1
+        and no_file.stderr == "Error: nosuch.csv: cannot read: No such file or directory\n"
+    )
     no_email = newsletter_home / "x.csv"
     no_email.write_text("name,city\nA,B\n")
     result = run("subscribers", "import", "x.csv")
-    assert result.stderr == "Error: x.csv:1: no email column; name one 'email' (found: name, city)\n"
+    assert (
+        result.stderr == "Error: x.csv:1: no email column; name one 'email' (found: name, city)\n"
+    )
 
 
 def test_export_to_a_file(newsletter_home: Path) -> None:
@@ -116,8 +150,10 @@ def test_a_broken_database_file_is_a_clear_error(newsletter_home: Path) -> None:
     (newsletter_home / "newsletter.db").write_bytes(b"this is not a database" * 100)
     result = run("subscribers", "count")
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: ") and "newsletter.db: cannot open the database" \
-        in result.stderr
+    assert (
+        result.stderr.startswith("Error: ")
+        and "newsletter.db: cannot open the database" in result.stderr
+    )
     assert "Traceback" not in result.output
 
 

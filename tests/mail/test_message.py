@@ -18,19 +18,29 @@ from composer.render.pipeline import render_issue
 from tests.conftest import SEED_ISSUE
 
 RENDERED = render_issue(load_issue(SEED_ISSUE))
-TEMPLATE = MessageTemplate(RENDERED, from_address="Weekly Update <news@example.org>",
-                           list_id="weekly-update.example.org", domain="example.org")
+TEMPLATE = MessageTemplate(
+    RENDERED,
+    from_address="Weekly Update <news@example.org>",
+    list_id="weekly-update.example.org",
+    domain="example.org",
+)
 
 
 def recipient(name: str = "Ana", email_addr: str = "ana@example.org", key: str = "7") -> Recipient:
-    return Recipient(key=key, email=email_addr, name=name,
-                     unsubscribe_url="https://news.example.org/unsubscribe/abc.def",
-                     unsubscribe_mailto="mailto:unsubscribe@example.org?subject=unsubscribe%20abc.def",
-                     view_url="https://news.example.org/issues/2025-04-16/")
+    return Recipient(
+        key=key,
+        email=email_addr,
+        name=name,
+        unsubscribe_url="https://news.example.org/unsubscribe/abc.def",
+        unsubscribe_mailto="mailto:unsubscribe@example.org?subject=unsubscribe%20abc.def",
+        view_url="https://news.example.org/issues/2025-04-16/",
+    )
 
 
 def parse(raw: bytes) -> email.message.EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.SMTP)  # type: ignore[return-value]
+    message = email.message_from_bytes(raw, policy=email.policy.SMTP)
+    assert isinstance(message, email.message.EmailMessage)
+    return message
 
 
 def test_headers_of_a_message() -> None:
@@ -41,7 +51,8 @@ def test_headers_of_a_message() -> None:
     assert msg["List-Id"] == "Weekly Update <weekly-update.example.org>"
     assert msg["List-Unsubscribe"] == (
         "<https://news.example.org/unsubscribe/abc.def>, "
-        "<mailto:unsubscribe@example.org?subject=unsubscribe%20abc.def>")
+        "<mailto:unsubscribe@example.org?subject=unsubscribe%20abc.def>"
+    )
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["MIME-Version"] == "1.0" and msg["Date"]
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
@@ -57,8 +68,13 @@ def test_message_id_is_stable_per_issue_and_subscriber() -> None:
 
 
 def test_non_ascii_subject_is_encoded() -> None:
-    tpl = MessageTemplate(RENDERED, from_address="Actualización <n@example.org>",
-                          list_id="l.example.org", domain="example.org", subject_prefix="[TEST] ")
+    tpl = MessageTemplate(
+        RENDERED,
+        from_address="Actualización <n@example.org>",
+        list_id="l.example.org",
+        domain="example.org",
+        subject_prefix="[TEST] ",
+    )
     raw = tpl.build(recipient())
     assert raw.split(b"\r\n\r\n")[0].isascii()
     msg = parse(raw)
@@ -66,10 +82,18 @@ def test_non_ascii_subject_is_encoded() -> None:
     assert msg["From"] == "Actualización <n@example.org>"
 
 
-@pytest.mark.parametrize("name", [
-    'Evil\r\nBcc: victim@example.com', "Evil\nBcc: v@example.com", "Evil\rX-Hdr: 1",
-    "a\x00b\x0bc\x0cd", "Ann \u2028Bcc: x@y", 'Quote " and \\ back', "<script>x</script>",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Evil\r\nBcc: victim@example.com",
+        "Evil\nBcc: v@example.com",
+        "Evil\rX-Hdr: 1",
+        "a\x00b\x0bc\x0cd",
+        "Ann \u2028Bcc: x@y",
+        'Quote " and \\ back',
+        "<script>x</script>",
+    ],
+)
 def test_names_cannot_inject_headers(name: str) -> None:
     raw = TEMPLATE.build(recipient(name))
     head = raw.split(b"\r\n\r\n")[0]
@@ -80,10 +104,19 @@ def test_names_cannot_inject_headers(name: str) -> None:
     assert msg["To"].addresses[0].addr_spec == "ana@example.org"
 
 
-@pytest.mark.parametrize("address", [
-    "ana@example.org\r\nBcc: v@example.com", "ana@example.org>", "a b@example.org",
-    "<ana@example.org>", "ana@exa\nmple.org", "", "ana", "ana@@example.org",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ana@example.org\r\nBcc: v@example.com",
+        "ana@example.org>",
+        "a b@example.org",
+        "<ana@example.org>",
+        "ana@exa\nmple.org",
+        "",
+        "ana",
+        "ana@@example.org",
+    ],
+)
 def test_bad_addresses_are_refused(address: str) -> None:
     with pytest.raises(SubscriberError):
         TEMPLATE.build(recipient(email_addr=address))
@@ -95,9 +128,20 @@ def test_any_name_round_trips_without_new_headers(name: str) -> None:
     raw = TEMPLATE.build(recipient(name))
     msg = parse(raw)
     keys = [k.lower() for k in msg]
-    assert sorted(keys) == sorted([
-        "from", "subject", "date", "list-id", "list-unsubscribe-post", "mime-version",
-        "content-type", "to", "message-id", "list-unsubscribe"])
+    assert sorted(keys) == sorted(
+        [
+            "from",
+            "subject",
+            "date",
+            "list-id",
+            "list-unsubscribe-post",
+            "mime-version",
+            "content-type",
+            "to",
+            "message-id",
+            "list-unsubscribe",
+        ]
+    )
     to = msg["To"].addresses[0]
     assert to.addr_spec == "ana@example.org"
     expected_html, expected_text = personalise(RENDERED, recipient(name))
@@ -121,13 +165,17 @@ def test_a_subject_with_control_characters_is_refused(tmp_path: Path) -> None:
 
     lines = SEED_ISSUE.read_bytes().split(b"\n")
     source = b"\n".join(
-        b'subject: "Clearview\\r\\nBcc: spy@example.net AI"' if line.startswith(b"subject:")
-        else line for line in lines)
+        b'subject: "Clearview\\r\\nBcc: spy@example.net AI"'
+        if line.startswith(b"subject:")
+        else line
+        for line in lines
+    )
     with pytest.raises(IssueError) as info:
         parse_issue(source, tmp_path / "2025-04-16.yaml")
     assert info.value.problems[0].endswith(
         "2025-04-16.yaml:27:10: subject: contains the control character U+000D; "
-        "remove it (got 'Clearview\\r\\nBcc: spy@example.net AI')")
+        "remove it (got 'Clearview\\r\\nBcc: spy@example.net AI')"
+    )
 
 
 @pytest.mark.parametrize("text", ["Clearview\r\nBcc: spy@example.net", "a\x00b", "x\u2028y"])

@@ -58,9 +58,10 @@ def test_every_seed_line_is_in_the_text_part(rendered) -> None:  # type: ignore[
 
 
 def test_text_part_shows_links_as_urls(rendered) -> None:  # type: ignore[no-untyped-def]
-    assert ("view our Transition Minerals Tracker "
-            "<https://www.business-humanrights.org/en/from-us/transition-minerals-tracker/>"
-            ) in rendered.text
+    assert (
+        "view our Transition Minerals Tracker "
+        "<https://www.business-humanrights.org/en/from-us/transition-minerals-tracker/>"
+    ) in rendered.text
     assert "FROM US" in rendered.text  # headings stand out in capitals
     assert "<p>" not in rendered.text and "&amp;" not in rendered.text
 
@@ -101,16 +102,23 @@ def test_web_version_has_nothing_personal() -> None:
 
 
 def test_issue_content_is_escaped_and_raw_html_is_text(tmp_path: Path) -> None:
-    source = SEED_ISSUE.read_bytes().replace(
-        b"headline: Clearview AI\xe2\x80\x99s facial", b"headline: <script>alert(1)</script> facial"
-    ).replace(b"An investigation has revealed", b"<img src=x onerror=alert(1)> An investigation")
+    source = (
+        SEED_ISSUE.read_bytes()
+        .replace(
+            b"headline: Clearview AI\xe2\x80\x99s facial",
+            b"headline: <script>alert(1)</script> facial",
+        )
+        .replace(b"An investigation has revealed", b"<img src=x onerror=alert(1)> An investigation")
+    )
     rendered = render_issue(parse_issue(source, tmp_path / "2025-04-16.yaml"))
     assert "<script>alert(1)" not in rendered.html and "&lt;script&gt;" in rendered.html
     assert "<img src=x" not in rendered.html and "&lt;img src=x" in rendered.html
 
 
 def test_a_theme_is_chosen_per_issue(tmp_path: Path) -> None:
-    source = SEED_ISSUE.read_bytes().replace(b"date: 2025-04-16", b"date: 2025-04-16\ntheme: minimal")
+    source = SEED_ISSUE.read_bytes().replace(
+        b"date: 2025-04-16", b"date: 2025-04-16\ntheme: minimal"
+    )
     rendered = render_issue(parse_issue(source, tmp_path / "2025-04-16.yaml"))
     assert "Georgia" in rendered.html
     assert "spotlight" not in rendered.html  # the minimal theme's own regions partial
@@ -125,23 +133,32 @@ def test_undefined_template_variable_names_file_and_line(tmp_path: Path) -> None
     (themes / "broken" / "blocks" / "text.mjml.j2").write_text(
         "<mj-section>\n<mj-column><mj-text>{{ block.nonexistent }}</mj-text></mj-column>\n</mj-section>\n"
     )
-    source = SEED_ISSUE.read_bytes().replace(b"date: 2025-04-16", b"date: 2025-04-16\ntheme: broken")
+    source = SEED_ISSUE.read_bytes().replace(
+        b"date: 2025-04-16", b"date: 2025-04-16\ntheme: broken"
+    )
     with pytest.raises(TemplateError, match=r"broken/blocks/text\.mjml\.j2:2: .*nonexistent"):
         render_issue(parse_issue(source, tmp_path / "2025-04-16.yaml"), home=tmp_path)
 
 
 def test_unknown_theme_is_a_clear_error(tmp_path: Path) -> None:
-    source = SEED_ISSUE.read_bytes().replace(b"date: 2025-04-16", b"date: 2025-04-16\ntheme: nosuch")
+    source = SEED_ISSUE.read_bytes().replace(
+        b"date: 2025-04-16", b"date: 2025-04-16\ntheme: nosuch"
+    )
     with pytest.raises(TemplateError, match="theme 'nosuch' not found.*known themes: default"):
         render_issue(parse_issue(source, tmp_path / "2025-04-16.yaml"))
 
 
 @pytest.mark.parametrize("theme", ["default", "minimal"])
 def test_heading_outline_never_skips_a_level(tmp_path: Path, theme: str) -> None:
-    source = SEED_ISSUE.read_bytes().replace(b"date: 2025-04-16",
-                                             f"date: 2025-04-16\ntheme: {theme}".encode())
+    source = SEED_ISSUE.read_bytes().replace(
+        b"date: 2025-04-16", f"date: 2025-04-16\ntheme: {theme}".encode()
+    )
     html = render_issue(parse_issue(source, tmp_path / "2025-04-16.yaml")).html
-    levels = [int(h.tag[1]) for h in lxml.html.document_fromstring(html.encode()).iter(
-        "h1", "h2", "h3", "h4", "h5", "h6")]
+    levels = [
+        int(h.tag[1])
+        for h in lxml.html.document_fromstring(html.encode()).iter(
+            "h1", "h2", "h3", "h4", "h5", "h6"
+        )
+    ]
     assert levels[0] == 1 and levels.count(1) == 1
     assert all(b <= a + 1 for a, b in zip(levels, levels[1:], strict=False)), levels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from tests.helpers import run
 pytestmark = NEEDS_BROWSER
 
 
-def _columns(page) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
+def _columns(page) -> Any:  # type: ignore[no-untyped-def]
     """Bounding boxes of the first region's spotlight and other-news columns."""
     return page.evaluate("""() => ['.spotlight', '.more'].map(sel => {
         const r = document.querySelector(sel).getBoundingClientRect();
@@ -38,5 +39,7 @@ def test_email_is_responsive(browser, newsletter_home: Path, width: int) -> None
         assert spot["w"] > 300 and more["w"] > 300  # full width each
         assert more["y"] >= spot["bottom"] - 1  # stacked
     else:
-        assert abs(spot["y"] - more["y"]) < 1 and more["x"] > spot["x"] + spot["w"] - 1  # side by side
+        assert (
+            abs(spot["y"] - more["y"]) < 1 and more["x"] > spot["x"] + spot["w"] - 1
+        )  # side by side
         assert spot["w"] + more["w"] <= 601

@@ -39,15 +39,34 @@ def _env(home: Path, extra: dict[str, str]) -> dict[str, str]:
 
 
 def _cli(home: Path, extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "composer", *args], cwd=home,
-                          env=_env(home, extra), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "composer", *args],
+        cwd=home,
+        env=_env(home, extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _start_send(home: Path, extra: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "composer", "send", "2025-04-16", "--yes", "--connections",
-         str(CONNECTIONS)], cwd=home, env=_env(home, extra), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "composer",
+            "send",
+            "2025-04-16",
+            "--yes",
+            "--connections",
+            str(CONNECTIONS),
+        ],
+        cwd=home,
+        env=_env(home, extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(handler: Handler, count: int, proc: subprocess.Popen[str]) -> None:
@@ -62,8 +81,9 @@ def _states(home: Path) -> dict[str, set[str]]:
     db = sqlite3.connect(home / "newsletter.db")
     try:
         out: dict[str, set[str]] = {}
-        for state, email in db.execute("SELECT d.state, s.email FROM deliveries d JOIN "
-                                       "subscribers s ON s.id = d.subscriber_id"):
+        for state, email in db.execute(
+            "SELECT d.state, s.email FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id"
+        ):
             out.setdefault(state, set()).add(email)
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         return out
@@ -83,13 +103,16 @@ def test_sigkill_at_a_random_point_then_resume(newsletter_home: Path, seed: int)
         in_flight = _states(newsletter_home).get("sending", set())
         assert len(in_flight) <= CONNECTIONS
         status = _cli(newsletter_home, server.env(), "status", "2025-04-16")
-        resumed = _cli(newsletter_home, server.env(), "send", "2025-04-16", "--yes",
-                       "--resend-in-doubt")
+        resumed = _cli(
+            newsletter_home, server.env(), "send", "2025-04-16", "--yes", "--resend-in-doubt"
+        )
     assert resumed.returncode == 0, resumed.stderr
     assert f"  in doubt     {len(in_flight):>9,}" in status.stdout
     if in_flight:
-        assert (f"{len(in_flight)} message(s) were in flight when an earlier run stopped"
-                in resumed.stdout)
+        assert (
+            f"{len(in_flight)} message(s) were in flight when an earlier run stopped"
+            in resumed.stdout
+        )
     got = handler.recipients()
     assert set(got) == set(addresses)  # nobody skipped
     twice = {a for a, n in got.items() if n > 1}

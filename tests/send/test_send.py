@@ -49,8 +49,9 @@ def counts(home: Path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
-def test_send_to_every_active_subscriber_once(monkeypatch: pytest.MonkeyPatch,
-                                              newsletter_home: Path, pipelining: bool) -> None:
+def test_send_to_every_active_subscriber_once(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path, pipelining: bool
+) -> None:
     addresses = add_subscribers(12)
     run("subscribers", "unsubscribe", addresses[0])
     handler = Handler(pipelining=pipelining)
@@ -76,8 +77,9 @@ def test_send_to_every_active_subscriber_once(monkeypatch: pytest.MonkeyPatch,
     assert counts(newsletter_home) == {"sent": 11}
 
 
-def test_asks_before_sending_and_can_be_declined(monkeypatch: pytest.MonkeyPatch,
-                                                 newsletter_home: Path) -> None:
+def test_asks_before_sending_and_can_be_declined(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
     add_subscribers(2)
     handler = Handler()
     with running(handler) as server:
@@ -88,20 +90,37 @@ def test_asks_before_sending_and_can_be_declined(monkeypatch: pytest.MonkeyPatch
 
 
 @contextlib.contextmanager
-def auth_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, handler: Handler,
-                server_password: str, our_password: str) -> Iterator[Server]:
+def auth_server(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    handler: Handler,
+    server_password: str,
+    our_password: str,
+) -> Iterator[Server]:
     """STARTTLS with a trusted test CA, AUTH required; our settings point at it."""
     ca = trustme.CA()
-    with running(handler, tls_context=tls_context(ca.issue_cert("127.0.0.1")),
-                 require_starttls=True, auth_required=True,
-                 authenticator=password_authenticator("editor", server_password)) as server:
-        use(monkeypatch, {**server.env("starttls"), "SMTP_CA_FILE": str(write_ca(ca, tmp_path)),
-                          "SMTP_USERNAME": "editor", "SMTP_PASSWORD": our_password})
+    with running(
+        handler,
+        tls_context=tls_context(ca.issue_cert("127.0.0.1")),
+        require_starttls=True,
+        auth_required=True,
+        authenticator=password_authenticator("editor", server_password),
+    ) as server:
+        use(
+            monkeypatch,
+            {
+                **server.env("starttls"),
+                "SMTP_CA_FILE": str(write_ca(ca, tmp_path)),
+                "SMTP_USERNAME": "editor",
+                "SMTP_PASSWORD": our_password,
+            },
+        )
         yield server
 
 
-def test_starttls_with_a_verified_certificate_and_auth(monkeypatch: pytest.MonkeyPatch,
-                                                       tmp_path: Path) -> None:
+def test_starttls_with_a_verified_certificate_and_auth(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     add_subscribers(3)
     handler = Handler()
     with auth_server(monkeypatch, tmp_path, handler, "s3cret", "s3cret"):
@@ -111,13 +130,15 @@ def test_starttls_with_a_verified_certificate_and_auth(monkeypatch: pytest.Monke
     assert len(handler.recipients()) == 3
 
 
-def test_a_wrong_certificate_is_refused(monkeypatch: pytest.MonkeyPatch, newsletter_home: Path,
-                                        tmp_path: Path) -> None:
+def test_a_wrong_certificate_is_refused(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path, tmp_path: Path
+) -> None:
     add_subscribers(2)
     ca = trustme.CA()
     handler = Handler()
-    with running(handler, tls_context=tls_context(ca.issue_cert("mail.other.example")),
-                 require_starttls=True) as server:
+    with running(
+        handler, tls_context=tls_context(ca.issue_cert("mail.other.example")), require_starttls=True
+    ) as server:
         use(monkeypatch, {**server.env("starttls"), "SMTP_CA_FILE": str(write_ca(ca, tmp_path))})
         wrong_name = run("send", "2025-04-16", "--yes")
         monkeypatch.delenv("SMTP_CA_FILE")
@@ -125,7 +146,8 @@ def test_a_wrong_certificate_is_refused(monkeypatch: pytest.MonkeyPatch, newslet
     for result in (wrong_name, unknown_ca):
         assert result.exit_code == 1
         assert result.stderr.startswith(
-            f"Error: 127.0.0.1:{server.port}: the server's certificate is not trusted (")
+            f"Error: 127.0.0.1:{server.port}: the server's certificate is not trusted ("
+        )
         assert "Traceback" not in result.output
     assert "IP address mismatch" in wrong_name.stderr
     assert handler.received == []
@@ -147,8 +169,9 @@ def test_implicit_tls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     add_subscribers(2)
     ca = trustme.CA()
     handler = Handler()
-    with running(handler, ssl_context=tls_context(ca.issue_cert("127.0.0.1")),
-                 server_hostname="127.0.0.1") as server:
+    with running(
+        handler, ssl_context=tls_context(ca.issue_cert("127.0.0.1")), server_hostname="127.0.0.1"
+    ) as server:
         use(monkeypatch, {**server.env("ssl"), "SMTP_CA_FILE": str(write_ca(ca, tmp_path))})
         result = run("send", "2025-04-16", "--yes")
     assert result.exit_code == 0, result.output
@@ -158,14 +181,16 @@ def test_implicit_tls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_faults_per_recipient(monkeypatch: pytest.MonkeyPatch, newsletter_home: Path) -> None:
     a = add_subscribers(8)
-    handler = Handler(faults={
-        a[1]: ["450", "ok"],  # greylisted once: retried in the same run
-        a[2]: ["550"],  # unknown user: failed and bounced
-        a[3]: ["421", "ok"],  # service closing: reconnect, send again
-        a[4]: ["drop_before_data", "ok"],  # connection lost before DATA: send again
-        a[5]: ["drop_after_data", "ok"],  # lost after DATA: in doubt, not resent
-        a[6]: ["450"],  # always 4xx: gives up after the attempts allowed
-    })
+    handler = Handler(
+        faults={
+            a[1]: ["450", "ok"],  # greylisted once: retried in the same run
+            a[2]: ["550"],  # unknown user: failed and bounced
+            a[3]: ["421", "ok"],  # service closing: reconnect, send again
+            a[4]: ["drop_before_data", "ok"],  # connection lost before DATA: send again
+            a[5]: ["drop_after_data", "ok"],  # lost after DATA: in doubt, not resent
+            a[6]: ["450"],  # always 4xx: gives up after the attempts allowed
+        }
+    )
     with running(handler) as server:
         use(monkeypatch, server.env())
         result = run("send", "2025-04-16", "--yes", "--connections", "2", "--retry-delay", "0.01")
@@ -178,17 +203,21 @@ def test_faults_per_recipient(monkeypatch: pytest.MonkeyPatch, newsletter_home: 
     assert counts(newsletter_home) == {"sent": 5, "failed": 2, "in_doubt": 1}
     assert "this run: 5 sent, 2 failed, 5 deferred, 1 in doubt" in result.stdout
     assert f"failed    {a[2]}  550 5.1.1 No such user here  (attempts: 1)" in status.stdout
-    assert (f"failed    {a[6]}  450 4.2.1 Mailbox busy, try again later (gave up after 5 "
-            "attempts)  (attempts: 5)") in status.stdout
+    assert (
+        f"failed    {a[6]}  450 4.2.1 Mailbox busy, try again later (gave up after 5 "
+        "attempts)  (attempts: 5)"
+    ) in status.stdout
     assert f"in doubt  {a[5]}  connection lost after the end of DATA" in status.stdout
     assert run("subscribers", "list", "--status", "bounced").stdout.startswith(a[2])
-    assert "Earlier:    5 sent, 1 in doubt (not resent; --resend-in-doubt to resend)" \
-        in second.stdout
+    assert (
+        "Earlier:    5 sent, 1 in doubt (not resent; --resend-in-doubt to resend)" in second.stdout
+    )
     assert handler.recipients()[a[5]] == 1  # the documented policy: not resent by default
 
 
-def test_in_doubt_messages_are_resent_on_request(monkeypatch: pytest.MonkeyPatch,
-                                                 newsletter_home: Path) -> None:
+def test_in_doubt_messages_are_resent_on_request(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
     a = add_subscribers(2)
     handler = Handler(faults={a[1]: ["drop_after_data", "ok"]})
     with running(handler) as server:
@@ -200,20 +229,29 @@ def test_in_doubt_messages_are_resent_on_request(monkeypatch: pytest.MonkeyPatch
     assert counts(newsletter_home) == {"sent": 2}
 
 
-def test_a_server_that_never_answers(monkeypatch: pytest.MonkeyPatch,
-                                     newsletter_home: Path) -> None:
+def test_a_server_that_never_answers(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
     add_subscribers(2)
     with silent_server() as port:
-        use(monkeypatch, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port),
-                          "SMTP_SECURITY": "none", "SMTP_TIMEOUT": "0.3"})
+        use(
+            monkeypatch,
+            {
+                "SMTP_HOST": "127.0.0.1",
+                "SMTP_PORT": str(port),
+                "SMTP_SECURITY": "none",
+                "SMTP_TIMEOUT": "0.3",
+            },
+        )
         result = run("send", "2025-04-16", "--yes", "--connections", "1")
     assert result.exit_code == 1
     assert result.stderr == f"Error: 127.0.0.1:{port}: no answer within 0.3 s\n"
     assert counts(newsletter_home) == {}  # nothing written
 
 
-def test_a_connection_that_keeps_dropping_stops_the_run(monkeypatch: pytest.MonkeyPatch,
-                                                        newsletter_home: Path) -> None:
+def test_a_connection_that_keeps_dropping_stops_the_run(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
     a = add_subscribers(3)
     handler = Handler(faults={a[1]: ["drop_before_data"]})
     with running(handler) as server:
@@ -221,8 +259,10 @@ def test_a_connection_that_keeps_dropping_stops_the_run(monkeypatch: pytest.Monk
         result = run("send", "2025-04-16", "--yes", "--connections", "1")
         status = run("status", "2025-04-16")
     assert result.exit_code == 1
-    assert f"stopped: SMTP 127.0.0.1:{server.port} (none): giving up after 5 reconnects " \
-           "(connection lost before DATA" in result.stderr
+    assert (
+        f"stopped: SMTP 127.0.0.1:{server.port} (none): giving up after 5 reconnects "
+        "(connection lost before DATA" in result.stderr
+    )
     assert "resume with: newsletter send 2025-04-16" in result.stderr
     assert handler.recipients() == {a[0]: 1}
     assert handler.attempts[a[1]] == 6
@@ -231,8 +271,11 @@ def test_a_connection_that_keeps_dropping_stops_the_run(monkeypatch: pytest.Monk
 
 
 def test_auth_failure_stops_and_never_shows_the_password(
-        monkeypatch: pytest.MonkeyPatch, newsletter_home: Path, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+    newsletter_home: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     canary = "canary-Pw-7731"
     add_subscribers(3)
     handler = Handler()
@@ -240,27 +283,36 @@ def test_auth_failure_stops_and_never_shows_the_password(
         result = run("-v", "send", "2025-04-16", "--yes")
         test_copy = run("-v", "send", "2025-04-16", "--test", "me@example.org")
     assert result.exit_code == 1 and test_copy.exit_code == 1
-    assert (f"Error: 127.0.0.1:{server.port} refused the login of SMTP_USERNAME='editor' (535 "
-            in result.stderr)
+    assert (
+        f"Error: 127.0.0.1:{server.port} refused the login of SMTP_USERNAME='editor' (535 "
+        in result.stderr
+    )
     assert handler.received == []
     plain = base64.b64encode(f"\0editor\0{canary}".encode()).decode()
-    everything = (result.output + test_copy.output + caplog.text
-                  + (newsletter_home / "newsletter.db").read_bytes().decode("latin-1"))
+    everything = (
+        result.output
+        + test_copy.output
+        + caplog.text
+        + (newsletter_home / "newsletter.db").read_bytes().decode("latin-1")
+    )
     for wal in newsletter_home.glob("newsletter.db*"):
         everything += wal.read_bytes().decode("latin-1")
     assert canary not in everything and plain not in everything
 
 
-def test_many_failures_in_a_row_pause_the_run(monkeypatch: pytest.MonkeyPatch,
-                                              newsletter_home: Path) -> None:
+def test_many_failures_in_a_row_pause_the_run(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
     a = add_subscribers(60)
     handler = Handler(faults={address: ["550"] for address in a})
     with running(handler) as server:
         use(monkeypatch, server.env())
         result = run("send", "2025-04-16", "--yes", "--connections", "1")
     assert result.exit_code == 1
-    assert "stopped: paused after 50 failures in a row (last: 550 5.1.1 No such user here)" \
+    assert (
+        "stopped: paused after 50 failures in a row (last: 550 5.1.1 No such user here)"
         in result.stderr
+    )
     assert counts(newsletter_home) == {"failed": 50, "pending": 10}
 
 
@@ -274,26 +326,31 @@ def test_a_second_send_on_the_same_database_is_refused(newsletter_home: Path) ->
     assert counts(newsletter_home) == {}
 
 
-def test_an_issue_edited_after_sending_started_is_refused(monkeypatch: pytest.MonkeyPatch,
-                                                          newsletter_home: Path) -> None:
+def test_an_issue_edited_after_sending_started_is_refused(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
     add_subscribers(3)
     handler = Handler()
     with running(handler) as server:
         use(monkeypatch, server.env())
         assert run("send", "2025-04-16", "--yes", "--limit", "1").exit_code == 0
-        write_issue(newsletter_home, "2025-04-16.yaml",
-                    [("Privacy groups warn", "Privacy advocates warn")])
+        write_issue(
+            newsletter_home, "2025-04-16.yaml", [("Privacy groups warn", "Privacy advocates warn")]
+        )
         refused = run("send", "2025-04-16", "--yes")
         forced = run("send", "2025-04-16", "--yes", "--force")
     assert refused.exit_code == 1
-    assert ("Error: issues/2025-04-16.yaml changed after sending it started (1 sent); send the "
-            "rest as it is now with --force, or undo the edit") in refused.stderr
+    assert (
+        "Error: issues/2025-04-16.yaml changed after sending it started (1 sent); send the "
+        "rest as it is now with --force, or undo the edit"
+    ) in refused.stderr
     assert forced.exit_code == 0
     assert sum(handler.recipients().values()) == 3
 
 
-def test_test_copy_dry_run_limit_and_list(monkeypatch: pytest.MonkeyPatch,
-                                          newsletter_home: Path) -> None:
+def test_test_copy_dry_run_limit_and_list(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
     add_subscribers(4, prefix="weekly", lists=("weekly",))
     add_subscribers(3, prefix="other")
     handler = Handler()
@@ -309,13 +366,18 @@ def test_test_copy_dry_run_limit_and_list(monkeypatch: pytest.MonkeyPatch,
     assert handler.received[0].rcpt_tos == ["editor@example.org"]
     assert handler.received[0].message()["Subject"].startswith("[TEST] Clearview AI")
     assert "Audience:   3 subscriber(s) on list 'weekly'" in limited.stdout
-    assert sorted(handler.recipients()) == ["editor@example.org", "weekly000@example.org",
-                                            "weekly001@example.org", "weekly002@example.org"]
+    assert sorted(handler.recipients()) == [
+        "editor@example.org",
+        "weekly000@example.org",
+        "weekly001@example.org",
+        "weekly002@example.org",
+    ]
     assert unknown.exit_code == 1 and "no list named 'nosuch'" in unknown.stderr
 
 
 def test_names_with_control_characters_never_make_a_header_on_the_wire(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     run("subscribers", "add", "victim@example.org", "--name", "Eve\r\nBcc: spy@example.net")
     run("subscribers", "add", "v2@example.org", "--name", "Eve\nX-Injected: 1\x00\x0b")
     handler = Handler()
@@ -352,7 +414,8 @@ def test_rate_limiter_spacing() -> None:
 
 
 def test_a_server_that_hangs_after_data_leaves_the_message_in_doubt(
-        monkeypatch: pytest.MonkeyPatch, newsletter_home: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
     a = add_subscribers(3)
     handler = Handler(faults={a[1]: ["hang_after_data"]})
     with running(handler) as server:
@@ -365,7 +428,8 @@ def test_a_server_that_hangs_after_data_leaves_the_message_in_doubt(
 
 
 def test_people_who_leave_during_a_send_are_dropped_not_kept_waiting(
-        monkeypatch: pytest.MonkeyPatch, newsletter_home: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
     a = add_subscribers(3)
     handler = Handler(faults={a[1]: ["450"]})
     with running(handler) as server:
@@ -379,12 +443,14 @@ def test_people_who_leave_during_a_send_are_dropped_not_kept_waiting(
     assert counts(newsletter_home) == {"sent": 2}
 
 
-def test_a_bad_address_in_the_database_fails_alone(monkeypatch: pytest.MonkeyPatch,
-                                                   newsletter_home: Path) -> None:
+def test_a_bad_address_in_the_database_fails_alone(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
     a = add_subscribers(3)
     db = sqlite3.connect(newsletter_home / "newsletter.db")
-    db.execute("UPDATE subscribers SET email = 'broken address@example.org' WHERE email = ?",
-               (a[1],))
+    db.execute(
+        "UPDATE subscribers SET email = 'broken address@example.org' WHERE email = ?", (a[1],)
+    )
     db.commit()
     db.close()
     handler = Handler()
@@ -394,5 +460,7 @@ def test_a_bad_address_in_the_database_fails_alone(monkeypatch: pytest.MonkeyPat
     assert result.exit_code == 0, result.output
     assert "this run: 2 sent, 1 failed" in result.stdout
     assert set(handler.recipients()) == {a[0], a[2]}
-    assert "'broken address@example.org' is not a valid email address" in \
-        run("status", "2025-04-16").stdout
+    assert (
+        "'broken address@example.org' is not a valid email address"
+        in run("status", "2025-04-16").stdout
+    )

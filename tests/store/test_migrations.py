@@ -22,8 +22,10 @@ def test_migrations_from_a_blank_database_and_an_older_one(tmp_path: Path) -> No
     for statement in MIGRATIONS[0].statements:
         old.execute(statement)
     old.execute("INSERT INTO schema_migrations VALUES (1, 'then')")
-    old.execute("INSERT INTO subscribers (email, created_at, updated_at) VALUES "
-                "('kept@example.org', 'then', 'then')")
+    old.execute(
+        "INSERT INTO subscribers (email, created_at, updated_at) VALUES "
+        "('kept@example.org', 'then', 'then')"
+    )
     old.commit()
     old.close()
     with Store(tmp_path / "old.db") as store:

@@ -21,8 +21,9 @@ KEY = "test-secret-key"
 def status_of(home: Path, email: str) -> str:
     db = sqlite3.connect(home / "newsletter.db")
     try:
-        return str(db.execute("SELECT status FROM subscribers WHERE email = ?",
-                              (email,)).fetchone()[0])
+        return str(
+            db.execute("SELECT status FROM subscribers WHERE email = ?", (email,)).fetchone()[0]
+        )
     finally:
         db.close()
 
@@ -56,7 +57,8 @@ def test_archive_lists_sent_issues_with_a_feed(sent_home: Path) -> None:
     atom = "{http://www.w3.org/2005/Atom}"
     entries = feed.findall(f"{atom}entry")
     assert [e.findtext(f"{atom}id") for e in entries] == [
-        "http://127.0.0.1:8000/issues/2025-04-16/"]
+        "http://127.0.0.1:8000/issues/2025-04-16/"
+    ]
     page = (sent_home / "site" / "issues" / "2025-04-16" / "index.html").read_text()
     assert "Clearview AI’s facial recognition" in page
     assert "__nlfield" not in page and "This email was sent to" not in page
@@ -97,7 +99,10 @@ def test_the_view_in_browser_link_points_to_the_archive_page(sent_home: Path) ->
 
 
 def test_one_click_unsubscribe_as_gmail_does_it(sent_home: Path) -> None:
-    ana, bo = subscriber_id(sent_home, "ana@example.org"), subscriber_id(sent_home, "bo@example.org")
+    ana, bo = (
+        subscriber_id(sent_home, "ana@example.org"),
+        subscriber_id(sent_home, "bo@example.org"),
+    )
     with newsletter_server(sent_home, "serve") as port:
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, follow_redirects=False) as client:
@@ -106,22 +111,32 @@ def test_one_click_unsubscribe_as_gmail_does_it(sent_home: Path) -> None:
             get = client.get(f"/unsubscribe/{token}")
             assert get.status_code == 200 and status_of(sent_home, "ana@example.org") == "active"
             assert '<form method="post"' in get.text and "ana@example.org" in get.text
-            post = client.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click",
-                               headers={"Content-Type": "application/x-www-form-urlencoded",
-                                        "User-Agent": "Mozilla/5.0 (compatible; Google)"})
+            post = client.post(
+                f"/unsubscribe/{token}",
+                content=b"List-Unsubscribe=One-Click",
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "User-Agent": "Mozilla/5.0 (compatible; Google)",
+                },
+            )
             assert post.status_code == 200 and "location" not in post.headers
             assert status_of(sent_home, "ana@example.org") == "unsubscribed"
-            again = client.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click",
-                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+            again = client.post(
+                f"/unsubscribe/{token}",
+                content=b"List-Unsubscribe=One-Click",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
             assert again.status_code == 200
-            multipart = client.post(f"/unsubscribe/{sign(KEY, bo, '')}",
-                                    files={"List-Unsubscribe": (None, "One-Click")})
+            multipart = client.post(
+                f"/unsubscribe/{sign(KEY, bo, '')}", files={"List-Unsubscribe": (None, "One-Click")}
+            )
             assert multipart.status_code == 200
             assert status_of(sent_home, "bo@example.org") == "unsubscribed"
             run("subscribers", "add", "cy@example.org")
             cy = subscriber_id(sent_home, "cy@example.org")
-            bare = client.post(f"/unsubscribe/{sign(KEY, cy, '')}",
-                               content=b"List-Unsubscribe=One-Click")  # no Content-Type
+            bare = client.post(
+                f"/unsubscribe/{sign(KEY, cy, '')}", content=b"List-Unsubscribe=One-Click"
+            )  # no Content-Type
             assert bare.status_code == 200
             assert status_of(sent_home, "cy@example.org") == "unsubscribed"
             for response in (get, post):
@@ -145,9 +160,11 @@ def test_forged_tokens_change_nothing(sent_home: Path) -> None:
     with newsletter_server(sent_home, "serve") as port, httpx.Client() as client:
         answers = set()
         for token in forged:
-            r = client.post(f"http://127.0.0.1:{port}/unsubscribe/{token}",
-                            content=b"List-Unsubscribe=One-Click",
-                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+            r = client.post(
+                f"http://127.0.0.1:{port}/unsubscribe/{token}",
+                content=b"List-Unsubscribe=One-Click",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
             answers.add((r.status_code, r.text))
         missing_body = client.post(f"http://127.0.0.1:{port}/unsubscribe/{good}")
     assert len(answers) == 1 and next(iter(answers))[0] == 400  # one generic answer
@@ -165,24 +182,35 @@ def test_serve_archive_pages_and_traversal(sent_home: Path) -> None:
             assert status == 200 and "Clearview AI’s facial".encode() in page
         status, feed = raw_get(port, "/feed.xml")
         assert status == 200 and b"application/atom+xml" in feed
-        for path in ["/issues/../../../etc/passwd", "/issues/%2e%2e/%2e%2e/etc/passwd",
-                     "/issues/..%2f..%2fetc%2fpasswd/", "/issues/2025-04-16%00/",
-                     "/%2e%2e/%2e%2e/etc/passwd", "/issues/2025-04-16/../../newsletter.db",
-                     "/newsletter.db", "/.env", "/issues/2025-05-01/", "/issues/2030-01-01/",
-                     "/issues/2025-04-16/..%2f..%2f.env"]:
+        for path in [
+            "/issues/../../../etc/passwd",
+            "/issues/%2e%2e/%2e%2e/etc/passwd",
+            "/issues/..%2f..%2fetc%2fpasswd/",
+            "/issues/2025-04-16%00/",
+            "/%2e%2e/%2e%2e/etc/passwd",
+            "/issues/2025-04-16/../../newsletter.db",
+            "/newsletter.db",
+            "/.env",
+            "/issues/2025-05-01/",
+            "/issues/2030-01-01/",
+            "/issues/2025-04-16/..%2f..%2f.env",
+        ]:
             status, body = raw_get(port, path)
             assert status == 404, path
             assert b"root:" not in body and b"SQLite" not in body
             assert b"content-security-policy:" in body.lower()
         with httpx.Client() as client:
-            big = client.post(f"http://127.0.0.1:{port}/unsubscribe/x.y", content=b"x" * 100_000,
-                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+            big = client.post(
+                f"http://127.0.0.1:{port}/unsubscribe/x.y",
+                content=b"x" * 100_000,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
     assert big.status_code == 413
 
 
-def test_serve_refuses_a_public_address_without_a_secret_key(newsletter_home: Path,
-                                                             monkeypatch: pytest.MonkeyPatch
-                                                             ) -> None:
+def test_serve_refuses_a_public_address_without_a_secret_key(
+    newsletter_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("NEWSLETTER_SECRET_KEY")
     result = run("serve", "--host", "0.0.0.0")
     assert result.exit_code == 1
@@ -192,8 +220,14 @@ def test_serve_refuses_a_public_address_without_a_secret_key(newsletter_home: Pa
 def test_unsubscribe_requests_from_the_mailto_mailbox(sent_home: Path, tmp_path: Path) -> None:
     box = mailbox.Maildir(tmp_path / "requests", create=True)
     for sender, subject in [
-        ("ana@example.org", f"unsubscribe {sign(KEY, subscriber_id(sent_home, 'ana@example.org'), '')}"),
-        ("mallory@example.net", f"unsubscribe {sign('wrong', subscriber_id(sent_home, 'bo@example.org'), '')}"),
+        (
+            "ana@example.org",
+            f"unsubscribe {sign(KEY, subscriber_id(sent_home, 'ana@example.org'), '')}",
+        ),
+        (
+            "mallory@example.net",
+            f"unsubscribe {sign('wrong', subscriber_id(sent_home, 'bo@example.org'), '')}",
+        ),
         ("Bo <bo@example.org>", "please remove me"),
     ]:
         msg = EmailMessage()

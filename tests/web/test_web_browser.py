@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from composer.audience.tokens import sign
-from tests.conftest import REPO, ARTIFACTS, NEEDS_BROWSER
+from tests.conftest import ARTIFACTS, NEEDS_BROWSER, REPO
 from tests.helpers import run
 from tests.servers import newsletter_server
 
@@ -24,7 +25,8 @@ def test_preview_shows_both_widths_text_and_updates_live(browser, newsletter_hom
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_function(
             "document.getElementById('subject').textContent.startsWith('Clearview AI')",
-            timeout=WAIT)
+            timeout=WAIT,
+        )
         desktop = page.frame_locator("#desktop")
         phone = page.frame_locator("#phone")
         desktop.locator("h1").wait_for(timeout=WAIT)
@@ -32,8 +34,10 @@ def test_preview_shows_both_widths_text_and_updates_live(browser, newsletter_hom
         assert page.locator("#phone").bounding_box()["width"] == 375
         assert "FROM US" in page.locator("#text").inner_text()
         assert "of Gmail's 102 KB" in page.locator("#size").inner_text()
-        assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in \
-            page.locator("#headers").inner_text()
+        assert (
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click"
+            in page.locator("#headers").inner_text()
+        )
         assert "section 'Jobs' is empty" in page.locator("#findings").inner_text()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "preview-desktop.png"))
@@ -45,7 +49,8 @@ def test_preview_shows_both_widths_text_and_updates_live(browser, newsletter_hom
         desktop.locator("text=Rights groups warn").wait_for(timeout=WAIT)
         page.wait_for_function(
             "document.getElementById('text').textContent.includes('Rights groups warn')",
-            timeout=WAIT)
+            timeout=WAIT,
+        )
 
         # A broken file shows its error; fixing it recovers.
         issue.write_text(original.replace("subject: Clearview", "subject: [Clearview"))
@@ -60,27 +65,30 @@ def test_preview_shows_both_widths_text_and_updates_live(browser, newsletter_hom
 def test_preview_follows_template_edits(browser, newsletter_home: Path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    shutil.copytree(REPO / "templates",
-                    newsletter_home / "templates")
+    shutil.copytree(REPO / "templates", newsletter_home / "templates")
     header = newsletter_home / "templates" / "default" / "partials" / "header.mjml.j2"
     with newsletter_server(newsletter_home, "preview", "2025-04-16") as port:
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/")
         desktop = page.frame_locator("#desktop")
         desktop.locator("h1").wait_for(timeout=WAIT)
-        header.write_text(header.read_text().replace("{{ nl.organisation }}",
-                                                     "{{ nl.organisation }} (edited theme)"))
+        header.write_text(
+            header.read_text().replace(
+                "{{ nl.organisation }}", "{{ nl.organisation }} (edited theme)"
+            )
+        )
         desktop.locator("text=(edited theme)").wait_for(timeout=WAIT)
         page.close()
 
 
 def test_preview_as_a_subscriber_escapes_the_name(browser, newsletter_home: Path) -> None:  # type: ignore[no-untyped-def]
     run("subscribers", "add", "x@example.org", "--name", "<img src=x onerror=alert(1)>")
-    with newsletter_server(newsletter_home, "preview", "2025-04-16", "--as",
-                           "x@example.org") as port:
+    with newsletter_server(
+        newsletter_home, "preview", "2025-04-16", "--as", "x@example.org"
+    ) as port:
         page = browser.new_page()
         dialogs: list[str] = []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("dialog", lambda d: _record(dialogs, d))
         page.goto(f"http://127.0.0.1:{port}/")
         page.frame_locator("#desktop").locator("h1").wait_for(timeout=WAIT)
         headers = page.locator("#headers").inner_text()
@@ -97,7 +105,7 @@ def test_unsubscribe_page_shows_a_hostile_name_as_text(browser, newsletter_home:
     with newsletter_server(newsletter_home, "serve") as port:
         page = browser.new_page()
         dialogs: list[str] = []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("dialog", lambda d: _record(dialogs, d))
         token = sign("test-secret-key", 1, "")
         page.goto(f"http://127.0.0.1:{port}/unsubscribe/{token}")
         assert "Stop sending the newsletter to x@example.org?" in page.inner_text("main")
@@ -107,3 +115,9 @@ def test_unsubscribe_page_shows_a_hostile_name_as_text(browser, newsletter_home:
         page.close()
     assert dialogs == []
     assert "x@example.org\tunsubscribed" in run("subscribers", "list").stdout
+
+
+def _record(dialogs: list[str], dialog: Any) -> None:
+    """A JavaScript dialog would mean injected script ran: note it and close it."""
+    dialogs.append(dialog.message)
+    dialog.dismiss()
