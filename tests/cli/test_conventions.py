@@ -190,3 +190,13 @@ def test_a_real_process_prints_no_traceback(newsletter_home: Path) -> None:
         )
         assert result.returncode == status, result.stderr
         assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_status_of_an_issue_never_sent_is_an_error(newsletter_home: Path) -> None:
+    run("subscribers", "add", "a@example.org")
+    result = run("status", "2025-04-16")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: issue 2025-04-16 has not been sent from ")
+    assert run("send", "2025-04-16", "--yes").exit_code == 0
+    sent = run("status", "2025-04-16")
+    assert sent.exit_code == 0 and "sent" in sent.stdout
