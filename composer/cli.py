@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from composer.send.engine import Progress, SendSummary
     from composer.store.database import Store
 
+IN_DOUBT_EXIT = 3  # `send` finished, but some messages are in doubt
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -482,7 +484,7 @@ def subscribers_unsubscribe_mailbox(
     from composer.audience.subscribers import unsubscribe_from_mailbox
 
     with _store() as store:
-        report = unsubscribe_from_mailbox(store, _settings().secret_key.get(), mailbox)
+        report = unsubscribe_from_mailbox(store, _settings().verify_keys, mailbox)
     typer.echo(f"{report.applied} unsubscribe request(s) applied")
     for sender in report.unmatched:
         typer.echo(f"no valid token, handle by hand: {sender}")
@@ -654,7 +656,13 @@ def _print_summary(summary: SendSummary, issue: str, settings: Settings) -> None
         if summary.stopped:
             _err(f"stopped: {summary.stopped}")
         _err(f"resume with: newsletter send {issue}")
-        raise typer.Exit(130 if summary.interrupted else 1 if summary.stopped else 0)
+        if summary.interrupted or summary.stopped:
+            raise typer.Exit(130 if summary.interrupted else 1)
+    if summary.in_doubt_left:
+        _err(f"{summary.in_doubt_left} message(s) in doubt: they may or may not have been "
+             f"delivered; see `newsletter status {issue}` (send them again with "
+             "--resend-in-doubt)")
+        raise typer.Exit(IN_DOUBT_EXIT)
 
 
 def _settings_checked() -> Settings:

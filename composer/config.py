@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -56,12 +57,22 @@ class Settings:
     smtp_password: Secret = field(default_factory=lambda: Secret(""))
     smtp_security: str = "starttls"
     smtp_timeout: float = 30.0
+    smtp_data_timeout: float = 600.0  # for the reply to the final "." (RFC 5321 4.5.3.2.6)
+    smtp_connect_attempts: int = 4  # tries of a send's first connection, with backoff
+    db_wait: float = 600.0  # how long to wait for a database another process holds locked
+    # Earlier keys, still accepted for links already in inboxes after a rotation.
+    old_secret_keys: tuple[Secret, ...] = ()
     smtp_ca_file: str = ""
     unsubscribe_mailto: str = ""
 
     @property
     def cache_dir(self) -> Path:
         return self.home / "build" / ".cache"
+
+    @property
+    def verify_keys(self) -> list[str]:
+        """Every key an unsubscribe token may be signed with, the current one first."""
+        return [self.secret_key.get(), *(k.get() for k in self.old_secret_keys)]
 
     @property
     def uses_smtp(self) -> bool:
@@ -102,6 +113,13 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
+
+
+def _positive(env: dict[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not value > 0:
+        raise ConfigError(f"{name}={value:g} must be a positive number of seconds")
+    return value
 
 
 def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -145,6 +163,8 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
             f"NEWSLETTER_FROM={from_address!r} must be one address such as "
             "'Weekly Update <news@example.org>'"
         )
+    # A rotation: NEWSLETTER_SECRET_KEY=new,old signs with the first, accepts all.
+    keys = [k for k in re.split(r"[,\s]+", merged.get("NEWSLETTER_SECRET_KEY", "")) if k]
     db_raw = merged.get("NEWSLETTER_DB", "").strip()
     outbox_raw = merged.get("NEWSLETTER_OUTBOX", "").strip()
     settings = Settings(
@@ -153,13 +173,17 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         outbox=Path(outbox_raw).expanduser() if outbox_raw else home / "outbox",
         from_address=from_address,
         base_url=base_url.rstrip("/"),
-        secret_key=Secret(merged.get("NEWSLETTER_SECRET_KEY", "").strip() or DEV_SECRET),
+        secret_key=Secret(keys[0] if keys else DEV_SECRET),
         smtp_host=merged.get("SMTP_HOST", "").strip(),
         smtp_port=_int(merged, "SMTP_PORT", default_port),
         smtp_username=merged.get("SMTP_USERNAME", "").strip(),
         smtp_password=Secret(merged.get("SMTP_PASSWORD", "")),
         smtp_security=security,
-        smtp_timeout=_float(merged, "SMTP_TIMEOUT", 30.0),
+        smtp_timeout=_positive(merged, "SMTP_TIMEOUT", 30.0),
+        smtp_data_timeout=_positive(merged, "SMTP_DATA_TIMEOUT", 600.0),
+        smtp_connect_attempts=max(1, _int(merged, "SMTP_CONNECT_ATTEMPTS", 4)),
+        db_wait=_positive(merged, "NEWSLETTER_DB_WAIT", 600.0),
+        old_secret_keys=tuple(Secret(k) for k in keys[1:]),
         smtp_ca_file=merged.get("SMTP_CA_FILE", "").strip(),
         unsubscribe_mailto=merged.get("NEWSLETTER_UNSUBSCRIBE_MAILTO", "").strip(),
     )

@@ -309,7 +309,7 @@ class MailboxReport:
     unmatched: list[str] = field(default_factory=list)  # From of requests with no valid token
 
 
-def unsubscribe_from_mailbox(store: Store, key: str, path: Path) -> MailboxReport:
+def unsubscribe_from_mailbox(store: Store, keys: list[str], path: Path) -> MailboxReport:
     """Apply the unsubscribe requests sent to the List-Unsubscribe mailto address.
 
     Our mailto link sets the subject to ``unsubscribe <token>``; a request is
@@ -330,7 +330,7 @@ def unsubscribe_from_mailbox(store: Store, key: str, path: Path) -> MailboxRepor
     for message in box:
         subject = str(message.get("Subject", ""))
         match = _TOKEN_IN_SUBJECT.search(subject)
-        claim = verify(key, match.group(1)) if match else None
+        claim = verify(keys, match.group(1)) if match else None
         if claim is None:
             report.unmatched.append(clean(str(message.get("From", "(no From)"))))
             continue

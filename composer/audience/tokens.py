@@ -41,8 +41,10 @@ class TokenClaim:
     list_name: str
 
 
-def verify(key: str, token: str) -> TokenClaim | None:
-    """The claim of a valid token; ``None`` for anything tampered, truncated or foreign."""
+def verify(keys: str | list[str], token: str) -> TokenClaim | None:
+    """The claim of a valid token; ``None`` for anything tampered, truncated, foreign
+    or not in its canonical form (no padding, nothing a decoder would ignore).
+    ``keys``: the current key first, then earlier ones still accepted after a rotation."""
     if len(token) > 512 or token.count(".") != 1:
         return None
     body, _, mac = token.partition(".")
@@ -51,7 +53,12 @@ def verify(key: str, token: str) -> TokenClaim | None:
         given = _unb64(mac)
     except (ValueError, TypeError):
         return None
-    if not hmac.compare_digest(given, _mac(key, payload)):
+    if _b64(payload) != body or _b64(given) != mac:
+        return None  # "=" padding, or trailing bits a decoder drops: not one we made
+    for key in [keys] if isinstance(keys, str) else keys:
+        if hmac.compare_digest(given, _mac(key, payload)):
+            break
+    else:
         return None
     sid, sep, list_name = payload.decode("utf-8", "replace").partition(":")
     if not sep or not sid.isdigit():

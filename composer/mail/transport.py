@@ -14,6 +14,7 @@ certificates are verified (``SMTP_CA_FILE`` adds a private CA). Errors become
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -22,12 +23,14 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from composer.config import Settings
 from composer.errors import AuthError, ConnectError, TransportError
+from composer.mail.replies import classify
 
 log = logging.getLogger("composer.transport")
 
@@ -43,14 +46,23 @@ class Result:
 
     kind: str
     reply: str
-    bounce: bool = False  # the server refused the recipient permanently
+    bounce: bool = False  # the recipient's address does not exist: bounce the subscriber
     reconnect: bool = False  # this connection cannot be used again
+    stop: bool = False  # the relay refuses us, not this message: stop, send it later
+    policy: bool = False  # a refusal on policy grounds (counted for repeated refusals)
+
+
+# Called once a message is complete but for its final "." (or its rename into
+# the outbox): the moment from which it may be delivered. The engine records
+# the message as in flight there; if that raises, the message is abandoned.
+Commit = Callable[[], None]
 
 
 class Connection(Protocol):
     wire: bool  # whether send() takes the SMTP DATA form (dot-stuffed, final ".")
 
-    def send(self, sender: str, recipient: str, chunks: list[bytes]) -> Result: ...
+    def send(self, sender: str, recipient: str, chunks: list[bytes],
+             commit: Commit | None = None) -> Result: ...
 
     def close(self) -> None: ...
 
@@ -171,13 +183,29 @@ class SMTPConnection:
         )
 
     def _login(self, username: str, password: str) -> None:
+        """One AUTH attempt with the best mechanism offered (PLAIN, else LOGIN):
+        smtplib's ``login`` tries the next mechanism after a refusal, which makes a
+        relay count two failed logins for one wrong password."""
         if not self.smtp.has_extn("auth"):
             self._abandon()
             raise TransportError(
                 f"{self.t.where} does not offer AUTH (SMTP_USERNAME is set); "
                 "is SMTP_SECURITY right?"
             )
-        self.smtp.login(username, password)
+        offered = self.smtp.esmtp_features.get("auth", "").upper().split()
+        self.smtp.user, self.smtp.password = username, password
+        if "PLAIN" in offered:
+            code, reply = self.smtp.auth("PLAIN", self.smtp.auth_plain, initial_response_ok=True)
+        elif "LOGIN" in offered:
+            code, reply = self.smtp.auth("LOGIN", self.smtp.auth_login, initial_response_ok=True)
+        else:
+            self._abandon()
+            raise TransportError(
+                f"{self.t.where} offers AUTH {' '.join(offered) or '(none)'}, but neither "
+                "PLAIN nor LOGIN; use a relay that does"
+            )
+        if code not in (235, 503):
+            raise smtplib.SMTPAuthenticationError(code, reply)
 
     def _abandon(self) -> None:
         with contextlib.suppress(AttributeError, OSError):
@@ -205,7 +233,10 @@ class SMTPConnection:
         code, message = self.smtp.getreply()
         return code, _reply_text(code, message)
 
-    def send(self, sender: str, recipient: str, chunks: list[bytes]) -> Result:
+    def send(self, sender: str, recipient: str, chunks: list[bytes],
+             commit: Commit | None = None) -> Result:
+        """One mail transaction. ``chunks`` is the DATA in wire form, its last chunk
+        the final ``.``; ``commit`` runs just before that chunk is written."""
         envelope = [f"MAIL FROM:<{sender}>\r\n".encode(), f"RCPT TO:<{recipient}>\r\n".encode()]
         try:
             if self.pipelining:
@@ -229,11 +260,21 @@ class SMTPConnection:
         if mail[0] >= 400 or rcpt[0] >= 400 or data[0] != 354:
             return self._refused(mail, rcpt, data)
         try:
-            self._write(chunks)
+            self._write(chunks[:-1])
         except OSError as exc:
             return Result("retry", f"connection lost during DATA: {exc}", reconnect=True)
+        if commit is not None:
+            try:
+                commit()
+            except BaseException:
+                self._abandon()  # the server drops a message that never ended
+                raise
         try:
-            code, text = self._reply()
+            self._write(chunks[-1:])
+        except OSError as exc:  # the final "." was not sent: nothing was delivered
+            return Result("retry", f"connection lost at the end of DATA: {exc}", reconnect=True)
+        try:
+            code, text = self._final_reply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             # RFC 5321 6.1: the only case where the message may or may not be delivered.
             return Result(
@@ -243,7 +284,26 @@ class SMTPConnection:
             return Result("sent", text)
         if code == 421:
             return Result("retry", text, reconnect=True)
-        return self._after_failure(Result("deferred" if code < 500 else "failed", text))
+        if code < 500:
+            return self._after_failure(Result("deferred", text))
+        if classify(code, text) == "address":
+            return self._after_failure(Result("failed", text, bounce=True))
+        # The same message goes to everyone: a refusal of its content (or of us) is
+        # not this subscriber's, and would refuse the rest too.
+        return self._after_failure(Result("failed", f"end of DATA: {text}", stop=True))
+
+    def _final_reply(self) -> tuple[int, str]:
+        """The reply to the final ".", waited for up to the data timeout (RFC 5321
+        4.5.3.2.6 says 10 minutes: the server may be scanning the message)."""
+        sock = self.smtp.sock
+        if sock is not None:
+            sock.settimeout(self.t.settings.smtp_data_timeout)
+        try:
+            return self._reply()
+        finally:
+            if sock is not None and self.smtp.sock is sock:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(self.t.settings.smtp_timeout)
 
     def _refused(
         self, mail: tuple[int, str], rcpt: tuple[int, str], data: tuple[int, str]
@@ -256,15 +316,23 @@ class SMTPConnection:
                 return Result("retry", "connection lost", reconnect=True)
         if mail[0] >= 400:
             code, text = mail
-            result = Result("deferred" if code < 500 else "failed", f"MAIL FROM: {text}")
+            # Our own envelope sender refused: never the subscriber's fault.
+            result = Result("deferred" if code < 500 else "failed", f"MAIL FROM: {text}",
+                            stop=code >= 500)
         elif rcpt[0] >= 400:
             code, text = rcpt
-            result = Result("deferred" if code < 500 else "failed", text, bounce=code >= 500)
+            if code < 500:
+                result = Result("deferred", text)
+            else:
+                kind = classify(code, text)
+                result = Result("failed", text, bounce=kind == "address",
+                                policy=kind == "policy")
         else:
             code, text = data
             if code == 421:
                 return Result("retry", text, reconnect=True)
-            result = Result("deferred" if code < 500 else "failed", f"DATA: {text}")
+            result = Result("deferred" if code < 500 else "failed", f"DATA: {text}",
+                            stop=code >= 500)
         return self._after_failure(result)
 
     def _after_failure(self, result: Result) -> Result:
@@ -275,7 +343,7 @@ class SMTPConnection:
         except (smtplib.SMTPServerDisconnected, OSError):
             code = 0
         if code != 250:
-            return Result(result.kind, result.reply, result.bounce, reconnect=True)
+            return dataclasses.replace(result, reconnect=True)
         return result
 
     def close(self) -> None:
@@ -318,16 +386,33 @@ class MaildirConnection:
     def __init__(self, transport: MaildirTransport) -> None:
         self.t = transport
 
-    def send(self, sender: str, recipient: str, chunks: list[bytes]) -> Result:
+    def send(self, sender: str, recipient: str, chunks: list[bytes],
+             commit: Commit | None = None) -> Result:
+        """Write the message to ``tmp/``, then move it into ``new/`` (Maildir's
+        delivery step); ``commit`` runs just before the move."""
         name = self.t.unique_name()
         tmp = self.t.outbox / "tmp" / name
         envelope = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
         try:
             with tmp.open("wb") as f:
                 f.write(b"".join([envelope, *chunks]).replace(b"\r\n", b"\n"))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            return Result("failed", f"{self.t.outbox}: cannot write to the outbox: "
+                          f"{exc.strerror}; free some space, then run send again", stop=True)
+        try:
+            if commit is not None:
+                commit()
             os.replace(tmp, self.t.outbox / "new" / name)
         except OSError as exc:
-            raise TransportError(f"{tmp}: cannot write to the outbox: {exc.strerror}") from None
+            tmp.unlink(missing_ok=True)
+            raise TransportError(f"{tmp}: cannot move into the outbox: {exc.strerror}"
+                                 ) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return Result("sent", f"250 written to {self.t.outbox / 'new' / name}")
 
     def close(self) -> None:

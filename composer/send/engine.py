@@ -1,12 +1,20 @@
 """The send engine: queue, connections, rate, retries, resume.
 
-Crash safety rests on one rule, kept by ``store.DeliveryLog.step``: a message
-is marked 'sending' in the same commit that records the previous message's
-outcome, before its first byte goes out. After a crash, each connection left
-at most one row in 'sending'; the next run reports those in doubt (the message
-may or may not have been delivered) and, by the documented policy, does not
-send them again unless asked (``--resend-in-doubt``). Everything 'pending' was
-never started and is sent; everything 'sent' is never sent again.
+Crash safety rests on one rule: a message is recorded as in flight
+('sending') at the last moment before it can be delivered, that is just
+before its final ``.`` is written to the relay (or it is moved into the
+outbox), in the same commit that records the previous message's outcome
+(``store.DeliveryLog.step``). So after a crash:
+
+- 'pending' messages never reached the point of delivery: they are sent on
+  resume (the relay discards a transaction that never ended);
+- 'sending' messages (at most one per connection) may or may not have been
+  delivered: they are reported in doubt and, by the documented policy, not
+  sent again unless asked (``--resend-in-doubt``);
+- 'sent' messages are never sent again.
+
+Any worker failure stops the run cleanly: what was done is recorded, the
+lock is released, and the summary says how to resume.
 """
 
 from __future__ import annotations
@@ -20,8 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from composer.config import Settings
-from composer.errors import ComposerError, ConnectError, SubscriberError, TransportError
+from composer.errors import (
+    ComposerError,
+    ConnectError,
+    SubscriberError,
+    TransportError,
+)
 from composer.mail.message import MessageTemplate
+from composer.mail.replies import same_refusal
 from composer.mail.transport import Connection, Result, Transport, make_transport
 from composer.send.lock import SendLock
 from composer.send.plan import SendOptions, SendPlan
@@ -32,6 +46,12 @@ from composer.store.database import Delivery, Store
 from composer.store.delivery_log import DeliveryLog, Outcome
 
 log = logging.getLogger(__name__)
+
+# The same policy refusal for this many messages in a row stops the run: the
+# relay refuses us, not these subscribers.
+POLICY_STREAK = 5
+RELAY_REFUSES = ("the relay refuses to send for us: fix SMTP credentials or the From domain "
+                 "(NEWSLETTER_FROM), then run send again to resume")
 
 
 @dataclass
@@ -61,6 +81,7 @@ class SendSummary:
     stopped: str | None  # why the run stopped early, if it did
     interrupted: bool
     settled_in_doubt: int  # rows a crashed run left 'sending', now in doubt
+    in_doubt_left: int  # messages this run leaves in doubt (its own and a crash's)
 
 
 class _Engine:
@@ -87,6 +108,8 @@ class _Engine:
         self.error: ComposerError | None = None
         self._lock = threading.Lock()
         self._in_a_row = 0
+        self._policy: list[tuple[int, str]] = []  # the current run of policy refusals
+        self.requeue: set[int] = set()  # refused for the relay's reasons: send on resume
         self.rate = RateLimiter(options.rate_per_second, options.rate_per_hour)
 
     def halt(self, reason: str, error: ComposerError | None = None) -> None:
@@ -102,10 +125,12 @@ class _Engine:
             if result.kind == "sent":
                 p.sent += 1
                 self._in_a_row = 0
+                self._policy.clear()
                 return (d.subscriber_id, "sent", result.reply, attempts, 0.0, None)
             if result.kind == "in_doubt":
                 p.in_doubt += 1
                 return (d.subscriber_id, "in_doubt", result.reply, attempts, 0.0, None)
+            self._track_policy(d, result)
             self._in_a_row += 1
             if self._in_a_row >= o.pause_after:
                 self.reason = self.reason or (
@@ -124,14 +149,31 @@ class _Engine:
             status = "bounced" if result.bounce else None
             return (d.subscriber_id, "failed", reply, attempts, 0.0, status)
 
+    def _track_policy(self, d: Delivery, result: Result) -> None:
+        """Count the same policy refusal repeated message after message (caller
+        holds the lock). At POLICY_STREAK the run stops, with the relay's words, and
+        those messages go back to 'not yet sent' for the resumed run."""
+        if not result.policy or (self._policy and not same_refusal(self._policy[-1][1],
+                                                                   result.reply)):
+            self._policy.clear()
+        if result.policy:
+            self._policy.append((d.subscriber_id, result.reply))
+            if len(self._policy) >= POLICY_STREAK and self.reason is None:
+                self.requeue.update(sid for sid, _ in self._policy)
+                self.reason = f"{RELAY_REFUSES}; it answered: {result.reply}"
+                self.stop.set()
+
     def _deliver(
-        self, conn: Connection | None, d: Delivery, chunks: list[bytes]
+        self, conn: Connection | None, d: Delivery, chunks: list[bytes],
+        commit: Callable[[], None],
     ) -> tuple[Connection | None, Result]:
         """Send one message, reconnecting as needed; returns the connection to reuse."""
         result = Result("retry", "not attempted")
         for attempt in range(self.options.reconnects + 1):
             if attempt:
                 self.stop.wait(0.1 * 2 ** (attempt - 1))
+                if self.stop.is_set():
+                    return conn, result
             if conn is None:
                 try:
                     conn = self.transport.connect()
@@ -141,7 +183,7 @@ class _Engine:
                 except TransportError as exc:  # bad credentials, certificate, no STARTTLS
                     self.halt(str(exc), exc)
                     return None, Result("retry", str(exc))
-            result = conn.send(self.template.envelope_from, d.email, chunks)
+            result = conn.send(self.template.envelope_from, d.email, chunks, commit)
             if result.reconnect:
                 conn.close()
                 conn = None
@@ -155,10 +197,11 @@ class _Engine:
         return conn, result
 
     def worker(self, conn: Connection | None = None) -> None:
-        book = DeliveryLog(self.settings.db_path, self.issue)
         previous: Outcome | None = None
+        book: DeliveryLog | None = None
         wire = self.transport.wire
         try:
+            book = DeliveryLog(self.settings.db_path, self.issue, self.settings.db_wait)
             while True:
                 try:
                     item = self.queue.get_nowait()
@@ -184,36 +227,72 @@ class _Engine:
                             item, Result("failed", str(exc)), item.attempts + 1
                         )
                         continue
-                    book.step(previous, item.subscriber_id)
-                    previous = None
-                    conn, result = self._deliver(conn, item, chunks)
-                    if result.kind == "retry":  # not delivered: back to pending
-                        previous = (
-                            item.subscriber_id,
-                            "pending",
-                            result.reply,
-                            item.attempts,
-                            0.0,
-                            None,
-                        )
+
+                    def commit(sid: int = item.subscriber_id) -> None:
+                        """The point of delivery: record the previous outcome and
+                        this message in flight, in one commit."""
+                        nonlocal previous
+                        assert book is not None
+                        book.step(previous, sid)
+                        previous = None
+
+                    conn, result = self._deliver(conn, item, chunks, commit)
+                    if previous is not None:  # refused before its commit point
+                        book.step(previous, None)
+                    if result.kind == "retry" or result.stop:  # not delivered: not yet sent
+                        previous = (item.subscriber_id, "pending", result.reply, item.attempts,
+                                    0.0, None)
+                        if result.stop:
+                            self.halt(f"{RELAY_REFUSES}; it answered: {result.reply}"
+                                      if self.transport.wire else result.reply)
                     else:
                         previous = self._outcome(item, result, item.attempts + 1)
                 finally:
                     self.queue.task_done()
         except ComposerError as exc:
             self.halt(str(exc), exc)
+        except Exception as exc:  # a bug must stop the run cleanly too, never hang it
+            log.exception("send worker failed")
+            self.halt(f"internal error in a send worker: {exc!r}")
         finally:
-            with contextlib.suppress(ComposerError):
-                book.step(previous, None)
-            book.close()
+            if book is not None:
+                with contextlib.suppress(ComposerError):
+                    book.step(previous, None)
+                book.close()
             if conn is not None:
                 conn.close()
 
-    def feed(self, store: Store, report: Callable[[Progress], None] | None) -> None:
+    def stop_workers(self, workers: list[threading.Thread]) -> None:
+        """Stop every worker and wait for it: queued messages are dropped (they stay
+        'pending'), then one end marker each. Never blocks on a full queue, even
+        when every worker has died."""
+        self.stop.set()
+        while True:
+            try:
+                self.queue.get_nowait()
+                self.queue.task_done()
+            except queue.Empty:
+                break
+        for w in workers:
+            while w.is_alive():
+                try:
+                    self.queue.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+        for w in workers:
+            while w.is_alive():
+                w.join(0.2)
+
+    def feed(self, store: Store, report: Callable[[Progress], None] | None,
+             lost: threading.Event | None = None) -> None:
         """Queue due deliveries in id order; then wait for deferred ones, within max_wait."""
         deadline = time.monotonic() + self.options.max_wait
         last_report = 0.0
         while not self.stop.is_set():
+            if lost is not None and lost.is_set():
+                self.halt("another send took over this database's send lease; stopped")
+                return
             after = 0
             while not self.stop.is_set():
                 batch = store.due(self.issue, after, time.time(), 500)
@@ -224,6 +303,9 @@ class _Engine:
                             break
                         except queue.Full:
                             last_report = self._report(report, last_report)
+                            if lost is not None and lost.is_set():
+                                self.halt("another send took over this database's send "
+                                          "lease; stopped")
                     last_report = self._report(report, last_report)
                 if len(batch) < 500:
                     break
@@ -250,6 +332,22 @@ class _Engine:
         return last
 
 
+def _first_connection(transport: Transport, attempts: int, backoff: float) -> Connection:
+    """Connect before writing anything: a wrong host, password or certificate is
+    reported at once. A refused or timed-out connection is tried a few times with
+    backoff first (a relay restarting, a listener not up yet)."""
+    for attempt in range(attempts):
+        try:
+            return transport.connect()
+        except ConnectError as exc:
+            if attempt + 1 >= attempts:
+                raise
+            delay = backoff * 2**attempt
+            log.warning("%s; trying again in %g s", exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def run_send(
     plan: SendPlan,
     settings: Settings,
@@ -261,66 +359,67 @@ def run_send(
     transport = make_transport(settings)
     list_name = options.list_name or ""
     template = message_template(settings, plan.prepared)
-    with SendLock(settings.db_path), Store(settings.db_path) as store:
-        # Connect before writing anything: a wrong host, password or certificate
-        # is reported at once, and this connection serves the first worker.
-        first = transport.connect()
-        settled = store.settle_interrupted(plan.issue)
-        store.drop_inactive(plan.issue)
-        if options.resend_in_doubt:
-            store.requeue_in_doubt(plan.issue)
-        store.start_send(plan.issue, plan.prepared.rendered.digest, plan.subject)
-        waiting = store.counts(plan.issue)
-        store.enqueue(
-            plan.issue,
-            options.list_name,
-            None
-            if options.limit is None
-            else max(0, options.limit - waiting["pending"] - waiting["deferred"]),
-        )
-        total = store.counts(plan.issue)
-        engine = _Engine(
-            settings,
-            options,
-            template,
-            plan.issue,
-            list_name,
-            transport,
-            total["pending"] + total["deferred"],
-        )
-        workers = [
-            threading.Thread(
-                target=engine.worker,
-                name=f"send-{i}",
-                daemon=True,
-                args=(first if i == 0 else None,),
+    with SendLock(settings.db_path, settings.db_wait) as lock, \
+            Store(settings.db_path, wait=settings.db_wait) as store:
+        first = _first_connection(transport, settings.smtp_connect_attempts,
+                                  options.connect_backoff)
+        try:
+            settled = store.settle_interrupted(plan.issue)
+            store.drop_inactive(plan.issue)
+            if options.resend_in_doubt:
+                store.requeue_in_doubt(plan.issue)
+            store.start_send(plan.issue, plan.prepared.rendered.digest, plan.subject)
+            waiting = store.counts(plan.issue)
+            store.enqueue(
+                plan.issue,
+                options.list_name,
+                None
+                if options.limit is None
+                else max(0, options.limit - waiting["pending"] - waiting["deferred"]),
             )
+            total = store.counts(plan.issue)
+        except BaseException:
+            first.close()
+            raise
+        engine = _Engine(settings, options, template, plan.issue, list_name, transport,
+                         total["pending"] + total["deferred"])
+        workers = [
+            threading.Thread(target=engine.worker, name=f"send-{i}", daemon=True,
+                             args=(first if i == 0 else None,))
             for i in range(max(1, options.connections))
         ]
         for w in workers:
             w.start()
         interrupted = False
         try:
-            engine.feed(store, report)
+            engine.feed(store, report, lock.lost)
         except KeyboardInterrupt:
             interrupted = True
             engine.halt("interrupted (Ctrl-C)")
+        except ComposerError as exc:  # the database, mostly: stop cleanly, never hang
+            engine.halt(str(exc), exc)
         finally:
-            for _ in workers:
-                engine.queue.put(None)
-            for w in workers:
-                while w.is_alive():
-                    w.join(0.2)
+            engine.stop_workers(workers)
         if report is not None:
             report(engine.progress)
-        store.drop_inactive(plan.issue)  # unsubscribed while this run went on
+        with contextlib.suppress(ComposerError):
+            store.drop_inactive(plan.issue)  # unsubscribed while this run went on
+            if engine.requeue:
+                store.requeue(plan.issue, engine.requeue)
         if isinstance(engine.error, TransportError):  # credentials, certificate, ...
             raise engine.error
+        try:
+            counts = store.counts(plan.issue)
+        except ComposerError:
+            counts = dict.fromkeys(("pending", "sending", "sent", "deferred", "failed",
+                                    "in_doubt"), 0)
+        left = engine.progress.in_doubt + (0 if options.resend_in_doubt else settled)
         return SendSummary(
             progress=engine.progress,
             elapsed=time.monotonic() - started,
-            counts=store.counts(plan.issue),
+            counts=counts,
             stopped=engine.reason,
             interrupted=interrupted,
             settled_in_doubt=settled,
+            in_doubt_left=left,
         )

@@ -1,22 +1,85 @@
-"""One send at a time per database."""
+"""One send at a time per database, however the database is reached.
+
+Two guards, both belonging to the database itself rather than to the path
+that names it:
+
+- an OS lock (``flock``) on ``<real path of the database>.send.lock``: the
+  same file for a symlink, a relative or an absolute path; the kernel
+  releases it when the process dies, even by SIGKILL;
+- a lease row inside the database (``leases``), taken and renewed in the
+  database's own transactions, so that a send from another machine on a
+  shared file is refused too. A lease whose process is gone (same host, that
+  pid no longer running the same process) is taken over at once; one from
+  another host only when it expires (a minute after its holder stopped
+  renewing it).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import IO
 
 from composer.errors import SendError
+from composer.store.connection import DEFAULT_WAIT
+from composer.store.database import Lease, Store
+
+log = logging.getLogger(__name__)
+
+LEASE = "send"
+TTL = 60.0  # seconds a lease lasts without renewal
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (to tell a reused pid apart)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _identity() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
+
+
+def _abandoned(lease: Lease) -> bool:
+    """A lease from this host whose process is no longer running."""
+    if lease.host != socket.gethostname():
+        return False
+    start = lease.holder.rsplit(":", 1)[-1]
+    return _start_time(lease.pid) != start
+
+
+def _describe(lease: Lease) -> str:
+    return f"pid {lease.pid} on {lease.host}, since {lease.since}"
 
 
 class SendLock:
-    """One send at a time per database: an OS lock on ``<db>.send.lock``,
-    released by the kernel even if the process is killed."""
-
-    def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + ".send.lock")
+    def __init__(self, db_path: Path, wait: float = DEFAULT_WAIT, ttl: float = TTL) -> None:
+        self.db_path = db_path
+        real = Path(os.path.realpath(db_path))
+        self.path = real.with_name(real.name + ".send.lock")
+        self.wait = wait
+        self.ttl = ttl
+        self.holder = _identity()
+        self.lost = threading.Event()  # set if the lease was taken from us
         self._file: IO[str] | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _refuse(self, who: str) -> SendError:
+        return SendError(
+            f"another `newsletter send` ({who}) is running on {self.db_path}; wait for it "
+            "to finish or stop it (Ctrl-C), then run send again"
+        )
 
     def __enter__(self) -> SendLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,31 +90,67 @@ class SendLock:
             f.seek(0)
             pid = f.read().strip() or "?"
             f.close()
-            raise SendError(
-                f"another `newsletter send` (pid {pid}) is running on "
-                f"{self.path.with_suffix('').with_suffix('')}; wait for it to "
-                "finish or stop it (Ctrl-C), then run send again"
-            ) from None
+            raise self._refuse(f"pid {pid}") from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
         f.flush()
         self._file = f
+        try:
+            with Store(self.db_path, wait=self.wait) as store:
+                held = store.take_lease(LEASE, self.holder, socket.gethostname(), os.getpid(),
+                                        self.ttl, _abandoned)
+        except BaseException:
+            self._unlock()
+            raise
+        if held is not None:
+            self._unlock()
+            raise self._refuse(_describe(held))
+        self._renewer = threading.Thread(target=self._renew, name="send-lease", daemon=True)
+        self._renewer.start()
         return self
 
+    def _renew(self) -> None:
+        try:
+            with Store(self.db_path, wait=self.ttl / 2) as store:
+                while not self._stop.wait(self.ttl / 4):
+                    if not store.renew_lease(LEASE, self.holder, self.ttl):
+                        log.error("the send lease on %s was taken over", self.db_path)
+                        self.lost.set()
+                        return
+        except Exception as exc:  # noqa: BLE001 - reported through self.lost
+            log.error("cannot renew the send lease on %s: %s", self.db_path, exc)
+            self.lost.set()
+
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        try:
+            if not self.lost.is_set():
+                with Store(self.db_path, wait=self.wait) as store:
+                    store.release_lease(LEASE, self.holder)
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
+            self._file = None
 
     def held(self) -> bool:
-        """Whether a send is running now (without taking the lock)."""
-        if not self.path.exists():
+        """Whether a send is running now (without taking anything)."""
+        if self.path.exists():
+            with self.path.open("a+") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(f, fcntl.LOCK_UN)
+        if not self.db_path.exists():
             return False
-        with self.path.open("a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
+        with contextlib.suppress(Exception), Store(self.db_path, create=False) as store:
+            lease = store.lease(LEASE)
+            return lease is not None and lease.expires > time.time() and not _abandoned(lease)
         return False

@@ -28,6 +28,7 @@ class SendOptions:
     max_wait: float = 900.0  # how long one run waits for deferred retries
     pause_after: int = 50  # failures in a row that pause the run
     reconnects: int = 5
+    connect_backoff: float = 1.0  # seconds before the first connection's second try; x2 after
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
             [*map(str, prepared.errors), f"{loaded.path}: fix these errors before sending"]
         )
     slug = prepared.slug
-    with Store(settings.db_path) as store:
+    with Store(settings.db_path, wait=settings.db_wait) as store:
         if options.list_name and not store.list_exists(options.list_name):
             raise SendError(
                 f"no list named {options.list_name!r} in {settings.db_path}; "
@@ -102,7 +103,7 @@ def dry_run(plan: SendPlan, settings: Settings, options: SendOptions) -> DryRun:
     template = message_template(settings, plan.prepared)
     recipients = Recipients(settings, plan.issue, options.list_name or "")
     n = size = 0
-    with Store(settings.db_path) as store:
+    with Store(settings.db_path, wait=settings.db_wait) as store:
         for d in store.unsent(plan.issue, options.list_name):
             if options.limit is not None and n >= options.limit:
                 break

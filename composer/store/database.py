@@ -1,9 +1,8 @@
-"""SQLite storage: migrations, subscribers, lists, the delivery log, events.
+"""SQLite storage: migrations, subscribers, lists, the delivery log, events, leases.
 
-The only module that imports sqlite3. Every sqlite3 error is re-raised as
-``StoreError`` naming the database file. WAL with ``synchronous=NORMAL``: every
-committed transaction survives a crash of the process (kill -9), which is
-what resume relies on; it is not power-loss safe (see docs/NOTES.md).
+Every sqlite3 error is re-raised as ``StoreError`` naming the database file.
+How connections are opened (WAL, ``synchronous=FULL``) and how a locked
+database is waited for is in ``store.connection``.
 """
 
 from __future__ import annotations
@@ -12,13 +11,15 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from composer.errors import StoreError
+from composer.store.connection import DEFAULT_WAIT, connect, with_wait
 from composer.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,18 @@ class Subscriber:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """Who holds a named lease (``send``) on this database, and until when."""
+
+    name: str
+    holder: str  # host:pid:process start time
+    host: str
+    pid: int
+    since: str
+    expires: float  # time.time()
+
+
+@dataclass(frozen=True)
 class Delivery:
     subscriber_id: int
     email: str
@@ -55,10 +68,12 @@ class Delivery:
 class Store:
     """One connection to the newsletter's database."""
 
-    def __init__(self, path: Path, create: bool = True) -> None:
+    def __init__(self, path: Path, create: bool = True, wait: float = DEFAULT_WAIT) -> None:
         """Open (and migrate) the database; ``create=False`` refuses to make a new one,
-        for commands that only read: a missing database is then a clear error."""
+        for commands that only read: a missing database is then a clear error.
+        ``wait``: how long to wait for a database another process holds locked."""
         self.path = path
+        self.wait = wait
         if not create and not path.exists():
             raise StoreError(
                 f"{path}: no database yet (nothing imported or sent from this "
@@ -67,13 +82,8 @@ class Store:
             )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(
-                path, isolation_level=None, timeout=30, check_same_thread=False
-            )
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA busy_timeout=30000")
+            self.db = connect(path)
+            with_wait(path, wait, lambda: self.db.execute("PRAGMA journal_mode=WAL"))
             self.migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
@@ -93,9 +103,10 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error; a locked database
+        is waited for (``self.wait``)."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            with_wait(self.path, self.wait, lambda: self.db.execute("BEGIN IMMEDIATE"))
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from None
         try:
@@ -109,20 +120,23 @@ class Store:
         try:
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
             raise StoreError(f"{self.path}: {exc}") from None
 
     def query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         try:
-            return self.db.execute(sql, tuple(args)).fetchall()
+            return with_wait(self.path, self.wait,
+                             lambda: self.db.execute(sql, tuple(args)).fetchall())
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from None
 
     def migrate(self) -> int:
         """Apply the migrations not yet applied; return the schema version."""
-        self.db.execute(
+        with_wait(self.path, self.wait, lambda: self.db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
+        ))
         done = {row[0] for row in self.db.execute("SELECT version FROM schema_migrations")}
         if len(done) > len(MIGRATIONS):
             raise StoreError(
@@ -420,6 +434,13 @@ class Store:
             r[0] for r in self.query("SELECT DISTINCT issue FROM deliveries WHERE state = 'sent'")
         }
 
+    def requeue(self, issue: str, subscriber_ids: Iterable[int]) -> int:
+        """Back to 'not yet sent': messages refused for the relay's own reasons."""
+        with self.transaction() as db:
+            return sum(db.execute(
+                "UPDATE deliveries SET state = 'pending' WHERE issue = ? AND subscriber_id = ? "
+                "AND state = 'failed'", (issue, sid)).rowcount for sid in subscriber_ids)
+
     def requeue_in_doubt(self, issue: str) -> int:
         with self.transaction() as db:
             return db.execute(
@@ -466,3 +487,40 @@ class Store:
                 (issue, *states, limit),
             )
         ]
+
+    # -- leases -----------------------------------------------------------
+
+    def lease(self, name: str) -> Lease | None:
+        rows = self.query("SELECT name, holder, host, pid, since, expires FROM leases "
+                          "WHERE name = ?", (name,))
+        return Lease(*rows[0]) if rows else None
+
+    def take_lease(self, name: str, holder: str, host: str, pid: int, ttl: float,
+                   may_take: Callable[[Lease], bool]) -> Lease | None:
+        """Take lease ``name`` for ``ttl`` seconds in one transaction. Returns None if
+        taken, or the current holder's lease when it is still held: unexpired and
+        not one that ``may_take`` says is abandoned (its process is gone)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT name, holder, host, pid, since, expires FROM leases "
+                             "WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                current = Lease(*row)
+                if (current.holder != holder and current.expires > time.time()
+                        and not may_take(current)):
+                    return current
+            db.execute(
+                "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE "
+                "SET holder = excluded.holder, host = excluded.host, pid = excluded.pid, "
+                "since = excluded.since, expires = excluded.expires",
+                (name, holder, host, pid, now_iso(), time.time() + ttl))
+        return None
+
+    def renew_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Extend our lease; False if it is no longer ours (taken over after expiring)."""
+        with self.transaction() as db:
+            return db.execute("UPDATE leases SET expires = ? WHERE name = ? AND holder = ?",
+                              (time.time() + ttl, name, holder)).rowcount == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from composer.errors import StoreError
+from composer.store.connection import DEFAULT_WAIT, connect, with_wait
 from composer.store.database import now_iso
 
 # (subscriber id, state, server reply, attempts, next attempt at, new subscriber status)
@@ -17,24 +18,32 @@ class DeliveryLog:
     """A worker's own connection for recording results, one commit per message.
 
     ``step`` writes the outcome of the previous message and marks the next one
-    'sending' in the same transaction, so a crash leaves at most one row per
-    connection in 'sending' (then reported in doubt), at one commit a message.
+    'sending' in the same transaction. The engine calls it just before it writes
+    a message's final ``.`` (or renames it into the outbox), so a crash leaves at
+    most one row per connection in 'sending' (then reported in doubt), and only
+    for a message whose end may have reached the server; at one commit a message.
     """
 
-    def __init__(self, path: Path, issue: str) -> None:
+    def __init__(self, path: Path, issue: str, wait: float = DEFAULT_WAIT) -> None:
         self.path = path
         self.issue = issue
+        self.wait = wait
         try:
-            self.db = sqlite3.connect(
-                path, isolation_level=None, timeout=30, check_same_thread=False
-            )
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=30000")
+            self.db = connect(path)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from None
 
     def step(self, outcome: Outcome | None, start: int | None) -> None:
-        """Record ``outcome`` and mark delivery ``start`` 'sending', in one commit."""
+        """Record ``outcome`` and mark delivery ``start`` 'sending', in one commit;
+        a locked database is waited for up to ``wait`` seconds."""
+        if outcome is None and start is None:
+            return
+        try:
+            with_wait(self.path, self.wait, lambda: self._step(outcome, start))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
+
+    def _step(self, outcome: Outcome | None, start: int | None) -> None:
         stamp = now_iso()
         try:
             self.db.execute("BEGIN IMMEDIATE")
@@ -62,10 +71,10 @@ class DeliveryLog:
                     (stamp, self.issue, start),
                 )
             self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except sqlite3.Error:
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("ROLLBACK")
-            raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
+            raise
 
     def close(self) -> None:
         self.db.close()

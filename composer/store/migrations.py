@@ -75,8 +75,23 @@ CREATE_EVENTS = Migration(
     ),
 )
 
+CREATE_LEASES = Migration(
+    "leases: one send at a time per database, whatever path reaches it",
+    (
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            since TEXT NOT NULL,
+            expires REAL NOT NULL
+        )""",
+    ),
+)
+
 # Version N is MIGRATIONS[N - 1].
 MIGRATIONS: tuple[Migration, ...] = (
     CREATE_SUBSCRIBERS_LISTS_DELIVERIES,
     CREATE_EVENTS,
+    CREATE_LEASES,
 )

@@ -228,7 +228,7 @@ def serve_app(settings: Settings) -> ASGIApp:
         )
 
     def confirm(request: Request) -> Response:
-        claim = verify(settings.secret_key.get(), request.path_params["token"])
+        claim = verify(settings.verify_keys, request.path_params["token"])
         if claim is None:
             return page(*INVALID_LINK, status=400)
         with Store(settings.db_path) as store:
@@ -242,7 +242,7 @@ def serve_app(settings: Settings) -> ASGIApp:
         )
 
     async def one_click(request: Request) -> Response:
-        claim = verify(settings.secret_key.get(), request.path_params["token"])
+        claim = verify(settings.verify_keys, request.path_params["token"])
         if claim is None:
             return page(*INVALID_LINK, status=400)
         if not await _one_click_body(request):
