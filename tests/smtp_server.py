@@ -3,7 +3,10 @@
 Faults are set per recipient address as a list of actions, one per attempt
 (the last one repeats): "ok", "450", "550", "421", "drop_before_data"
 (close the connection at RCPT), "drop_after_data" (take the message, then
-close without replying), "hang_after_data" (take it, never reply).
+close without replying), "hang_after_data" (take it, never reply), or any
+reply given verbatim ("554 5.7.1 <x>: Relay access denied"). ``mail_reply``
+answers every MAIL FROM so; ``data_reply`` every end of data (the message is
+then not kept).
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class Handler:
     pipelining: bool = True
     faults: dict[str, list[str]] = field(default_factory=dict)
     delay: float = 0.0  # seconds per message, to make runs long enough to interrupt
+    mail_reply: str | None = None
+    data_reply: str | None = None
+    auth_attempts: int = 0
     received: list[Received] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -92,10 +98,24 @@ class Handler:
             assert server.transport is not None
             _abort(server)
             return "250 OK"
+        if action[:1].isdigit() and " " in action:
+            return action
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self.mail_reply is not None:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_reply is not None:
+            return self.data_reply
         content = envelope.original_content or b""
         with self.lock:
             self.received.append(
@@ -145,10 +165,12 @@ def running(handler: Handler, **smtp_kwargs: Any) -> Iterator[Server]:
         server.controller.stop()
 
 
-def password_authenticator(user: str, password: str) -> Any:
+def password_authenticator(user: str, password: str, handler: Handler | None = None) -> Any:
     def check(
         server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
+        if handler is not None:
+            handler.auth_attempts += 1
         ok = (
             isinstance(auth_data, LoginPassword)
             and auth_data.login == user.encode()

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # The same policy refusal for this many messages in a row stops the run: the
 # relay refuses us, not these subscribers.
 POLICY_STREAK = 5
+FINAL_WAIT = 30.0  # seconds a stopping worker waits to record its last outcome
 RELAY_REFUSES = ("the relay refuses to send for us: fix SMTP credentials or the From domain "
                  "(NEWSLETTER_FROM), then run send again to resume")
 
@@ -256,8 +257,10 @@ class _Engine:
             self.halt(f"internal error in a send worker: {exc!r}")
         finally:
             if book is not None:
+                # The last outcome is known: give the database a while longer to take
+                # it, or that message would be reported in doubt.
                 with contextlib.suppress(ComposerError):
-                    book.step(previous, None)
+                    book.step(previous, None, wait=max(self.settings.db_wait, FINAL_WAIT))
                 book.close()
             if conn is not None:
                 conn.close()

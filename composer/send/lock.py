@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from composer.errors import SendError
+from composer.errors import ComposerError, SendError
 from composer.store.connection import DEFAULT_WAIT
 from composer.store.database import Lease, Store
 
@@ -128,8 +128,10 @@ class SendLock:
             self._renewer.join()
         try:
             if not self.lost.is_set():
-                with Store(self.db_path, wait=self.wait) as store:
+                with Store(self.db_path, wait=min(self.wait, 5.0)) as store:
                     store.release_lease(LEASE, self.holder)
+        except ComposerError as exc:  # it expires by itself; our process being gone frees it
+            log.warning("could not release the send lease on %s: %s", self.db_path, exc)
         finally:
             self._unlock()
 

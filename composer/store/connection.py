@@ -55,12 +55,12 @@ def with_wait(path: Path, wait: float, attempt: Callable[[], T]) -> T:
         except sqlite3.Error as exc:
             if not is_busy(exc):
                 raise
+            if not warned:
+                log.warning("%s is locked by another process; waiting up to %g s for it",
+                            path, wait)
+                warned = True
             if time.monotonic() >= deadline:
                 raise StoreError(
                     f"{path}: still locked by another process after {wait:g} s; stop what "
                     "holds it (or allow longer with NEWSLETTER_DB_WAIT), then run again"
                 ) from None
-            if not warned:
-                log.warning("%s is locked by another process; waiting up to %g s for it",
-                            path, wait)
-                warned = True

@@ -1,8 +1,9 @@
 """Crash and interrupt a real sending process, then resume it.
 
-The server counts what it accepted. After resuming, every subscriber has the
-issue, and the only ones who got it twice are among those the database
-reported in doubt (at most one per connection).
+The server counts what it accepted. After resuming: everyone not reported in
+doubt got the issue exactly once; messages in doubt (at most one per
+connection, each with its final "." written) were delivered at most once, or,
+with --resend-in-doubt, at least once.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import pytest
 
 from tests.smtp_server import Handler, running
 
-N = 240
-CONNECTIONS = 3
+N = 300
+CONNECTIONS = 4
 
 
 def _populate(home: Path) -> list[str]:
@@ -91,34 +92,55 @@ def _states(home: Path) -> dict[str, set[str]]:
         db.close()
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sigkill_at_a_random_point_then_resume(newsletter_home: Path, seed: int) -> None:
-    addresses = _populate(newsletter_home)
-    handler = Handler(delay=0.004)
+def kill_trial(home: Path, seed: int, resend_in_doubt: bool = False) -> dict[str, int]:
+    """Start a send, SIGKILL it at a random moment, resume it; check the guarantees
+    at the server and return the figures (lost, duplicates, in doubt)."""
+    addresses = _populate(home)
+    handler = Handler(delay=0.002)
     with running(handler) as server:
-        proc = _start_send(newsletter_home, server.env())
+        proc = _start_send(home, server.env())
         _wait_for(handler, random.Random(seed).randint(5, N - 40), proc)
+        time.sleep(random.Random(seed).random() * 0.01)  # not always right after a reply
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        in_flight = _states(newsletter_home).get("sending", set())
-        assert len(in_flight) <= CONNECTIONS
-        status = _cli(newsletter_home, server.env(), "status", "2025-04-16")
-        resumed = _cli(
-            newsletter_home, server.env(), "send", "2025-04-16", "--yes", "--resend-in-doubt"
-        )
-    assert resumed.returncode == 0, resumed.stderr
+        in_flight = _states(home).get("sending", set())
+        assert len(in_flight) <= CONNECTIONS  # at most one per connection
+        status = _cli(home, server.env(), "status", "2025-04-16")
+        extra = ["--resend-in-doubt"] if resend_in_doubt else []
+        resumed = _cli(home, server.env(), "send", "2025-04-16", "--yes", *extra)
+    in_doubt_exit = 3 if in_flight and not resend_in_doubt else 0
+    assert resumed.returncode == in_doubt_exit, resumed.stderr
     assert f"  in doubt     {len(in_flight):>9,}" in status.stdout
     if in_flight:
-        assert (
-            f"{len(in_flight)} message(s) were in flight when an earlier run stopped"
-            in resumed.stdout
-        )
+        assert (f"{len(in_flight)} message(s) were in flight when an earlier run stopped"
+                in resumed.stdout)
     got = handler.recipients()
-    assert set(got) == set(addresses)  # nobody skipped
+    lost = set(addresses) - set(got)
     twice = {a for a, n in got.items() if n > 1}
-    assert twice <= in_flight  # duplicates only among the in-doubt ones
+    # At least once for everything not in doubt; at most once for what is in doubt
+    # (its final "." was written; a killed client's socket may be reset before the
+    # server reads it, so even on loopback some of them never arrive).
+    if resend_in_doubt:
+        assert lost == set(), f"skipped: {sorted(lost)}"
+    else:
+        assert lost <= in_flight, f"skipped: {sorted(lost - in_flight)}"
+    assert twice <= (in_flight if resend_in_doubt else set())
     assert max(got.values()) <= 2
-    assert _states(newsletter_home) == {"sent": set(addresses)}
+    final = _states(home)
+    if not resend_in_doubt:
+        assert final.get("in_doubt", set()) == in_flight
+    return {"lost": len(lost), "duplicates": len(twice), "in_doubt": len(in_flight),
+            "in_doubt_delivered": len(in_flight - lost)}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_sigkill_at_a_random_point_then_resume(newsletter_home: Path, seed: int) -> None:
+    kill_trial(newsletter_home, seed)
+
+
+def test_sigkill_then_resend_in_doubt(newsletter_home: Path) -> None:
+    kill_trial(newsletter_home, 6, resend_in_doubt=True)
+    assert _states(newsletter_home).keys() == {"sent"}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -104,7 +104,7 @@ def auth_server(
         tls_context=tls_context(ca.issue_cert("127.0.0.1")),
         require_starttls=True,
         auth_required=True,
-        authenticator=password_authenticator("editor", server_password),
+        authenticator=password_authenticator("editor", server_password, handler),
     ) as server:
         use(
             monkeypatch,
@@ -289,6 +289,7 @@ def test_auth_failure_stops_and_never_shows_the_password(
         in result.stderr
     )
     assert handler.received == []
+    assert handler.auth_attempts == 2  # one AUTH per command: never PLAIN, then LOGIN too
     plain = base64.b64encode(f"\0editor\0{canary}".encode()).decode()
     everything = (
         result.output
