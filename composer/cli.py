@@ -380,6 +380,10 @@ def subscribers_import(
         report = import_csv(store, file, list_name)
     for problem in report.problems:
         _err(problem)
+    for merge in report.merges:
+        _err(f"warning: {merge}")
+    if report.merged > len(report.merges):
+        _err(f"warning: and {report.merged - len(report.merges):,} more rows merged so")
     typer.echo(
         f"imported {file}: {report.added} added, {report.updated} merged into existing, "
         f"{report.suppressed} left unsubscribed/bounced, {report.rejected} rejected"
@@ -659,9 +663,11 @@ def _print_summary(summary: SendSummary, issue: str, settings: Settings) -> None
         if summary.interrupted or summary.stopped:
             raise typer.Exit(130 if summary.interrupted else 1)
     if summary.in_doubt_left:
-        _err(f"{summary.in_doubt_left} message(s) in doubt: they may or may not have been "
-             f"delivered; see `newsletter status {issue}` (send them again with "
-             "--resend-in-doubt)")
+        _err(
+            f"{summary.in_doubt_left} message(s) in doubt: they may or may not have been "
+            f"delivered; see `newsletter status {issue}` (send them again with "
+            "--resend-in-doubt)"
+        )
         raise typer.Exit(IN_DOUBT_EXIT)
 
 

@@ -10,12 +10,20 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.smtp_server import free_port
 
 
 @contextlib.contextmanager
-def newsletter_server(home: Path, *args: str) -> Iterator[int]:
+def newsletter_server(
+    home: Path,
+    *args: str,
+    env_extra: dict[str, str] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Iterator[int]:
+    """The real server on a free port. ``info`` gets its ``pid``, and its ``stderr``
+    once it has stopped."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
     env.update(
@@ -23,6 +31,7 @@ def newsletter_server(home: Path, *args: str) -> Iterator[int]:
             "NEWSLETTER_HOME": str(home),
             "NEWSLETTER_SECRET_KEY": "test-secret-key",
             "NEWSLETTER_BASE_URL": f"http://127.0.0.1:{port}",
+            **(env_extra or {}),
         }
     )
     proc = subprocess.Popen(
@@ -32,6 +41,8 @@ def newsletter_server(home: Path, *args: str) -> Iterator[int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    if info is not None:
+        info["pid"] = proc.pid
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -46,9 +57,12 @@ def newsletter_server(home: Path, *args: str) -> Iterator[int]:
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            _, err = proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            _, err = proc.communicate()
+        if info is not None:
+            info["stderr"] = err.decode("utf-8", "replace")
 
 
 def raw_get(port: int, path: str, host: str | None = None) -> tuple[int, bytes]:

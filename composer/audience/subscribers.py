@@ -46,6 +46,15 @@ def normalise_name(raw: str) -> str:
     return clean(unicodedata.normalize("NFC", raw), 200)
 
 
+MAX_MERGE_LINES = 1000
+
+
+def _note_merge(report: ImportReport, line: str) -> None:
+    report.merged += 1
+    if len(report.merges) < MAX_MERGE_LINES:
+        report.merges.append(line)
+
+
 @dataclass
 class ImportReport:
     added: int = 0
@@ -54,6 +63,8 @@ class ImportReport:
     rejected: int = 0
     rejects_file: Path | None = None
     problems: list[str] = field(default_factory=list)  # the first few, for the terminal
+    merged: int = 0  # rows merged with another spelling of the same address
+    merges: list[str] = field(default_factory=list)  # one line each (the first 1,000)
 
 
 def _sniff_delimiter(first_line: str) -> str:
@@ -158,16 +169,29 @@ def import_csv(store: Store, path: Path, list_name: str | None) -> ImportReport:
         except UnicodeDecodeError:
             raise SubscriberError(f"{path}: not UTF-8 text; export it as UTF-8 CSV") from None
         columns = _Columns.from_header(header, path)
-        pending: list[_Row] = []
+        pending: list[tuple[int, str, _Row]] = []  # (line, address as written, row)
+        # Addresses written differently from their normalised form in this file, so
+        # that a later row with the plain spelling is known to merge with them too.
+        odd_spellings: dict[str, str] = {}
 
         def flush() -> None:
             stamp = now_iso()
             with store.transaction() as db:
-                for email, name, language, attributes, lists, status in pending:
+                for line, raw, row in pending:
+                    email, name, language, attributes, lists, status = row
                     _, outcome = store.upsert(
                         db, email, name, language, attributes, [*lists, *extra_lists], status, stamp
                     )
                     setattr(report, outcome, getattr(report, outcome) + 1)
+                    if outcome != "added" and (raw != email or email in odd_spellings):
+                        _note_merge(
+                            report,
+                            f"{path}:{line}: {raw} is the same address as "
+                            f"{odd_spellings.get(email, email)}: merged into one "
+                            "subscriber",
+                        )
+                    if raw != email and len(odd_spellings) < 100_000:
+                        odd_spellings.setdefault(email, raw)
             pending.clear()
 
         try:
@@ -175,7 +199,7 @@ def import_csv(store: Store, path: Path, list_name: str | None) -> ImportReport:
                 if not any(cell.strip() for cell in row):
                     continue
                 try:
-                    pending.append(_parse(row, columns))
+                    pending.append((line, _cell(row, columns.email), _parse(row, columns)))
                 except SubscriberError as exc:
                     report.rejected += 1
                     if len(report.problems) < 20:

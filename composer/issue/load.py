@@ -61,25 +61,89 @@ def _position(node: yaml.Node, loc: tuple[int | str, ...], at_key: bool = False)
     return f"{mark.line + 1}:{mark.column + 1}"
 
 
-def _construct(node: yaml.Node, path: Path) -> Any:
-    """Plain Python values from a node tree; duplicate keys are errors."""
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _construct(key_node, path)
-            if key in out:
-                mark = key_node.start_mark
-                raise IssueError(
-                    [
-                        f"{path}:{mark.line + 1}:{mark.column + 1}: {key}: duplicate key; "
-                        "keep only one"
-                    ]
-                )
-            out[key] = _construct(value_node, path)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(child, path) for child in node.value]
-    return _SCALARS.construct_object(node)
+# Bounded work for any input: an issue file is text an editor wrote, so these
+# limits are far above any real issue (the seed is 17 KB, its longest field 1.3 KB)
+# and far below what would cost a machine memory or minutes.
+MAX_FILE_BYTES = 1_000_000
+MAX_TEXT_CHARS = 50_000
+MAX_NODES = 50_000
+# Plain YAML only: no aliases, no language-specific or custom tags.
+_PLAIN_TAGS = {
+    f"tag:yaml.org,2002:{t}"
+    for t in ("str", "int", "float", "bool", "null", "timestamp", "map", "seq")
+}
+
+
+def _where(path: Path, node: yaml.Node) -> str:
+    mark = node.start_mark
+    return f"{path}:{mark.line + 1}:{mark.column + 1}"
+
+
+class _Builder:
+    """Plain Python values from a node tree, refusing what an issue file has no use
+    for: duplicate keys, aliases (a billion-laughs file, a self-referencing one),
+    tags beyond plain YAML, huge values, too many nodes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen: set[int] = set()
+
+    def fail(self, node: yaml.Node, message: str) -> IssueError:
+        return IssueError([f"{_where(self.path, node)}: {message}"])
+
+    def build(self, node: yaml.Node) -> Any:
+        if id(node) in self.seen:
+            return self._alias(node)
+        self.seen.add(id(node))
+        if len(self.seen) > MAX_NODES:
+            raise self.fail(
+                node,
+                f"more than {MAX_NODES:,} values; an issue file is "
+                "not that big: split it or remove repeated parts",
+            )
+        if node.tag not in _PLAIN_TAGS:
+            raise self.fail(
+                node,
+                f"the tag {node.tag} is not allowed in an issue file; "
+                "remove it (plain text, numbers, lists and fields only)",
+            )
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.build(key_node)
+                if not isinstance(key, str | int | float | bool | None):
+                    raise self.fail(key_node, "a field name must be plain text")
+                if key in out:
+                    raise self.fail(key_node, f"{key}: duplicate key; keep only one")
+                out[key] = self.build(value_node)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(child) for child in node.value]
+        return self._scalar(node)
+
+    def _alias(self, node: yaml.Node) -> Any:
+        raise self.fail(
+            node,
+            "YAML anchors and aliases (&name, *name) are not allowed in "
+            "issue files; write the value out where it is used",
+        )
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        text = str(node.value)
+        if len(text) > MAX_TEXT_CHARS:
+            raise self.fail(
+                node,
+                f"this text is {len(text):,} characters; a field holds at "
+                f"most {MAX_TEXT_CHARS:,} (an email must stay under 102 KB)",
+            )
+        try:
+            return _SCALARS.construct_object(node)
+        except Exception as exc:  # noqa: BLE001 - any failure is this value's, located
+            kind = node.tag.rpartition(":")[2]
+            detail = str(exc).splitlines()[0][:120]
+            raise self.fail(
+                node, f"cannot read {text[:40]!r} as {kind} ({detail}); quote it to make it text"
+            ) from None
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -122,8 +186,20 @@ def _describe(error: Any) -> str:
 
 def parse_yaml(source: bytes, path: Path) -> tuple[yaml.Node, Any]:
     """The node tree and plain data of an issue file, with file:line errors."""
+    if len(source) > MAX_FILE_BYTES:
+        raise IssueError(
+            [
+                f"{path}:1:1: the file is {len(source) / 1e6:.1f} MB; an issue file "
+                f"is at most {MAX_FILE_BYTES / 1e6:g} MB (an email must stay under "
+                "102 KB)"
+            ]
+        )
     try:
         root = yaml.compose(source, Loader=_Loader)
+    except RecursionError:
+        raise IssueError(
+            [f"{path}:1:1: nested too deeply; an issue file has a few levels of fields and lists"]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
@@ -137,7 +213,12 @@ def parse_yaml(source: bytes, path: Path) -> tuple[yaml.Node, Any]:
         raise IssueError([f"{path}:1:1: YAML error: {exc}"]) from None
     if root is None or not isinstance(root, yaml.MappingNode):
         raise IssueError([f"{path}:1:1: an issue file must be a YAML mapping of fields"])
-    return root, _construct(root, path)
+    try:
+        return root, _Builder(path).build(root)
+    except RecursionError:
+        raise IssueError(
+            [f"{path}:1:1: nested too deeply; an issue file has a few levels of fields and lists"]
+        ) from None
 
 
 def _line_col(problem: str) -> tuple[int, int]:
@@ -171,6 +252,14 @@ def parse_issue(source: bytes, path: Path) -> LoadedIssue:
 
 def read_source(path: Path) -> bytes:
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise IssueError(
+                [
+                    f"{path}:1:1: the file is {size / 1e6:.1f} MB; an issue file is "
+                    f"at most {MAX_FILE_BYTES / 1e6:g} MB"
+                ]
+            )
         return path.read_bytes()
     except FileNotFoundError:
         raise IssueError(

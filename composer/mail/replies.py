@@ -18,8 +18,7 @@ _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 
 # 5.1.x subjects that are about the recipient's address (5.1.7 and 5.1.8 are the
 # sender's address: ours), and 5.2.1 (mailbox disabled).
-_ADDRESS_CODES = {(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (1, 9), (1, 10),
-                  (2, 1)}
+_ADDRESS_CODES = {(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (1, 9), (1, 10), (2, 1)}
 # Policy texts win over address-like words: Postfix says "Recipient address
 # rejected: Relay access denied" for a relaying refusal.
 _POLICY_TEXT = re.compile(
@@ -37,8 +36,9 @@ _ADDRESS_TEXT = re.compile(
     r"no mx|mailbox disabled|account (?:disabled|has been disabled)",
     re.IGNORECASE,
 )
-_MAILBOX_TEXT = re.compile(r"mailbox (?:is )?full|over quota|quota exceeded|insufficient storage",
-                           re.IGNORECASE)
+_MAILBOX_TEXT = re.compile(
+    r"mailbox (?:is )?full|over quota|quota exceeded|insufficient storage", re.IGNORECASE
+)
 
 
 def enhanced_code(text: str) -> str | None:

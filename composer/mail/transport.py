@@ -61,8 +61,9 @@ Commit = Callable[[], None]
 class Connection(Protocol):
     wire: bool  # whether send() takes the SMTP DATA form (dot-stuffed, final ".")
 
-    def send(self, sender: str, recipient: str, chunks: list[bytes],
-             commit: Commit | None = None) -> Result: ...
+    def send(
+        self, sender: str, recipient: str, chunks: list[bytes], commit: Commit | None = None
+    ) -> Result: ...
 
     def close(self) -> None: ...
 
@@ -233,8 +234,9 @@ class SMTPConnection:
         code, message = self.smtp.getreply()
         return code, _reply_text(code, message)
 
-    def send(self, sender: str, recipient: str, chunks: list[bytes],
-             commit: Commit | None = None) -> Result:
+    def send(
+        self, sender: str, recipient: str, chunks: list[bytes], commit: Commit | None = None
+    ) -> Result:
         """One mail transaction. ``chunks`` is the DATA in wire form, its last chunk
         the final ``.``; ``commit`` runs just before that chunk is written."""
         envelope = [f"MAIL FROM:<{sender}>\r\n".encode(), f"RCPT TO:<{recipient}>\r\n".encode()]
@@ -317,22 +319,23 @@ class SMTPConnection:
         if mail[0] >= 400:
             code, text = mail
             # Our own envelope sender refused: never the subscriber's fault.
-            result = Result("deferred" if code < 500 else "failed", f"MAIL FROM: {text}",
-                            stop=code >= 500)
+            result = Result(
+                "deferred" if code < 500 else "failed", f"MAIL FROM: {text}", stop=code >= 500
+            )
         elif rcpt[0] >= 400:
             code, text = rcpt
             if code < 500:
                 result = Result("deferred", text)
             else:
                 kind = classify(code, text)
-                result = Result("failed", text, bounce=kind == "address",
-                                policy=kind == "policy")
+                result = Result("failed", text, bounce=kind == "address", policy=kind == "policy")
         else:
             code, text = data
             if code == 421:
                 return Result("retry", text, reconnect=True)
-            result = Result("deferred" if code < 500 else "failed", f"DATA: {text}",
-                            stop=code >= 500)
+            result = Result(
+                "deferred" if code < 500 else "failed", f"DATA: {text}", stop=code >= 500
+            )
         return self._after_failure(result)
 
     def _after_failure(self, result: Result) -> Result:
@@ -386,8 +389,9 @@ class MaildirConnection:
     def __init__(self, transport: MaildirTransport) -> None:
         self.t = transport
 
-    def send(self, sender: str, recipient: str, chunks: list[bytes],
-             commit: Commit | None = None) -> Result:
+    def send(
+        self, sender: str, recipient: str, chunks: list[bytes], commit: Commit | None = None
+    ) -> Result:
         """Write the message to ``tmp/``, then move it into ``new/`` (Maildir's
         delivery step); ``commit`` runs just before the move."""
         name = self.t.unique_name()
@@ -400,16 +404,19 @@ class MaildirConnection:
                 os.fsync(f.fileno())
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            return Result("failed", f"{self.t.outbox}: cannot write to the outbox: "
-                          f"{exc.strerror}; free some space, then run send again", stop=True)
+            return Result(
+                "failed",
+                f"{self.t.outbox}: cannot write to the outbox: "
+                f"{exc.strerror}; free some space, then run send again",
+                stop=True,
+            )
         try:
             if commit is not None:
                 commit()
             os.replace(tmp, self.t.outbox / "new" / name)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise TransportError(f"{tmp}: cannot move into the outbox: {exc.strerror}"
-                                 ) from None
+            raise TransportError(f"{tmp}: cannot move into the outbox: {exc.strerror}") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

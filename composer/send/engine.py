@@ -51,8 +51,10 @@ log = logging.getLogger(__name__)
 # relay refuses us, not these subscribers.
 POLICY_STREAK = 5
 FINAL_WAIT = 30.0  # seconds a stopping worker waits to record its last outcome
-RELAY_REFUSES = ("the relay refuses to send for us: fix SMTP credentials or the From domain "
-                 "(NEWSLETTER_FROM), then run send again to resume")
+RELAY_REFUSES = (
+    "the relay refuses to send for us: fix SMTP credentials or the From domain "
+    "(NEWSLETTER_FROM), then run send again to resume"
+)
 
 
 @dataclass
@@ -154,8 +156,9 @@ class _Engine:
         """Count the same policy refusal repeated message after message (caller
         holds the lock). At POLICY_STREAK the run stops, with the relay's words, and
         those messages go back to 'not yet sent' for the resumed run."""
-        if not result.policy or (self._policy and not same_refusal(self._policy[-1][1],
-                                                                   result.reply)):
+        if not result.policy or (
+            self._policy and not same_refusal(self._policy[-1][1], result.reply)
+        ):
             self._policy.clear()
         if result.policy:
             self._policy.append((d.subscriber_id, result.reply))
@@ -165,7 +168,10 @@ class _Engine:
                 self.stop.set()
 
     def _deliver(
-        self, conn: Connection | None, d: Delivery, chunks: list[bytes],
+        self,
+        conn: Connection | None,
+        d: Delivery,
+        chunks: list[bytes],
         commit: Callable[[], None],
     ) -> tuple[Connection | None, Result]:
         """Send one message, reconnecting as needed; returns the connection to reuse."""
@@ -241,11 +247,20 @@ class _Engine:
                     if previous is not None:  # refused before its commit point
                         book.step(previous, None)
                     if result.kind == "retry" or result.stop:  # not delivered: not yet sent
-                        previous = (item.subscriber_id, "pending", result.reply, item.attempts,
-                                    0.0, None)
+                        previous = (
+                            item.subscriber_id,
+                            "pending",
+                            result.reply,
+                            item.attempts,
+                            0.0,
+                            None,
+                        )
                         if result.stop:
-                            self.halt(f"{RELAY_REFUSES}; it answered: {result.reply}"
-                                      if self.transport.wire else result.reply)
+                            self.halt(
+                                f"{RELAY_REFUSES}; it answered: {result.reply}"
+                                if self.transport.wire
+                                else result.reply
+                            )
                     else:
                         previous = self._outcome(item, result, item.attempts + 1)
                 finally:
@@ -287,8 +302,12 @@ class _Engine:
             while w.is_alive():
                 w.join(0.2)
 
-    def feed(self, store: Store, report: Callable[[Progress], None] | None,
-             lost: threading.Event | None = None) -> None:
+    def feed(
+        self,
+        store: Store,
+        report: Callable[[Progress], None] | None,
+        lost: threading.Event | None = None,
+    ) -> None:
         """Queue due deliveries in id order; then wait for deferred ones, within max_wait."""
         deadline = time.monotonic() + self.options.max_wait
         last_report = 0.0
@@ -307,8 +326,9 @@ class _Engine:
                         except queue.Full:
                             last_report = self._report(report, last_report)
                             if lost is not None and lost.is_set():
-                                self.halt("another send took over this database's send "
-                                          "lease; stopped")
+                                self.halt(
+                                    "another send took over this database's send lease; stopped"
+                                )
                     last_report = self._report(report, last_report)
                 if len(batch) < 500:
                     break
@@ -362,10 +382,13 @@ def run_send(
     transport = make_transport(settings)
     list_name = options.list_name or ""
     template = message_template(settings, plan.prepared)
-    with SendLock(settings.db_path, settings.db_wait) as lock, \
-            Store(settings.db_path, wait=settings.db_wait) as store:
-        first = _first_connection(transport, settings.smtp_connect_attempts,
-                                  options.connect_backoff)
+    with (
+        SendLock(settings.db_path, settings.db_wait) as lock,
+        Store(settings.db_path, wait=settings.db_wait) as store,
+    ):
+        first = _first_connection(
+            transport, settings.smtp_connect_attempts, options.connect_backoff
+        )
         try:
             settled = store.settle_interrupted(plan.issue)
             store.drop_inactive(plan.issue)
@@ -384,11 +407,22 @@ def run_send(
         except BaseException:
             first.close()
             raise
-        engine = _Engine(settings, options, template, plan.issue, list_name, transport,
-                         total["pending"] + total["deferred"])
+        engine = _Engine(
+            settings,
+            options,
+            template,
+            plan.issue,
+            list_name,
+            transport,
+            total["pending"] + total["deferred"],
+        )
         workers = [
-            threading.Thread(target=engine.worker, name=f"send-{i}", daemon=True,
-                             args=(first if i == 0 else None,))
+            threading.Thread(
+                target=engine.worker,
+                name=f"send-{i}",
+                daemon=True,
+                args=(first if i == 0 else None,),
+            )
             for i in range(max(1, options.connections))
         ]
         for w in workers:
@@ -414,8 +448,9 @@ def run_send(
         try:
             counts = store.counts(plan.issue)
         except ComposerError:
-            counts = dict.fromkeys(("pending", "sending", "sent", "deferred", "failed",
-                                    "in_doubt"), 0)
+            counts = dict.fromkeys(
+                ("pending", "sending", "sent", "deferred", "failed", "in_doubt"), 0
+            )
         left = engine.progress.in_doubt + (0 if options.resend_in_doubt else settled)
         return SendSummary(
             progress=engine.progress,

@@ -98,8 +98,9 @@ class SendLock:
         self._file = f
         try:
             with Store(self.db_path, wait=self.wait) as store:
-                held = store.take_lease(LEASE, self.holder, socket.gethostname(), os.getpid(),
-                                        self.ttl, _abandoned)
+                held = store.take_lease(
+                    LEASE, self.holder, socket.gethostname(), os.getpid(), self.ttl, _abandoned
+                )
         except BaseException:
             self._unlock()
             raise

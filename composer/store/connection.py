@@ -32,8 +32,9 @@ T = TypeVar("T")
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_STEP_MS / 1000,
-                         check_same_thread=False)
+    db = sqlite3.connect(
+        path, isolation_level=None, timeout=_BUSY_STEP_MS / 1000, check_same_thread=False
+    )
     db.execute(f"PRAGMA busy_timeout={_BUSY_STEP_MS}")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA foreign_keys=ON")
@@ -56,8 +57,9 @@ def with_wait(path: Path, wait: float, attempt: Callable[[], T]) -> T:
             if not is_busy(exc):
                 raise
             if not warned:
-                log.warning("%s is locked by another process; waiting up to %g s for it",
-                            path, wait)
+                log.warning(
+                    "%s is locked by another process; waiting up to %g s for it", path, wait
+                )
                 warned = True
             if time.monotonic() >= deadline:
                 raise StoreError(

@@ -126,17 +126,22 @@ class Store:
 
     def query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         try:
-            return with_wait(self.path, self.wait,
-                             lambda: self.db.execute(sql, tuple(args)).fetchall())
+            return with_wait(
+                self.path, self.wait, lambda: self.db.execute(sql, tuple(args)).fetchall()
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from None
 
     def migrate(self) -> int:
         """Apply the migrations not yet applied; return the schema version."""
-        with_wait(self.path, self.wait, lambda: self.db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-        ))
+        with_wait(
+            self.path,
+            self.wait,
+            lambda: self.db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            ),
+        )
         done = {row[0] for row in self.db.execute("SELECT version FROM schema_migrations")}
         if len(done) > len(MIGRATIONS):
             raise StoreError(
@@ -437,9 +442,14 @@ class Store:
     def requeue(self, issue: str, subscriber_ids: Iterable[int]) -> int:
         """Back to 'not yet sent': messages refused for the relay's own reasons."""
         with self.transaction() as db:
-            return sum(db.execute(
-                "UPDATE deliveries SET state = 'pending' WHERE issue = ? AND subscriber_id = ? "
-                "AND state = 'failed'", (issue, sid)).rowcount for sid in subscriber_ids)
+            return sum(
+                db.execute(
+                    "UPDATE deliveries SET state = 'pending' WHERE issue = ? AND subscriber_id = ? "
+                    "AND state = 'failed'",
+                    (issue, sid),
+                ).rowcount
+                for sid in subscriber_ids
+            )
 
     def requeue_in_doubt(self, issue: str) -> int:
         with self.transaction() as db:
@@ -491,35 +501,53 @@ class Store:
     # -- leases -----------------------------------------------------------
 
     def lease(self, name: str) -> Lease | None:
-        rows = self.query("SELECT name, holder, host, pid, since, expires FROM leases "
-                          "WHERE name = ?", (name,))
+        rows = self.query(
+            "SELECT name, holder, host, pid, since, expires FROM leases WHERE name = ?", (name,)
+        )
         return Lease(*rows[0]) if rows else None
 
-    def take_lease(self, name: str, holder: str, host: str, pid: int, ttl: float,
-                   may_take: Callable[[Lease], bool]) -> Lease | None:
+    def take_lease(
+        self,
+        name: str,
+        holder: str,
+        host: str,
+        pid: int,
+        ttl: float,
+        may_take: Callable[[Lease], bool],
+    ) -> Lease | None:
         """Take lease ``name`` for ``ttl`` seconds in one transaction. Returns None if
         taken, or the current holder's lease when it is still held: unexpired and
         not one that ``may_take`` says is abandoned (its process is gone)."""
         with self.transaction() as db:
-            row = db.execute("SELECT name, holder, host, pid, since, expires FROM leases "
-                             "WHERE name = ?", (name,)).fetchone()
+            row = db.execute(
+                "SELECT name, holder, host, pid, since, expires FROM leases WHERE name = ?", (name,)
+            ).fetchone()
             if row is not None:
                 current = Lease(*row)
-                if (current.holder != holder and current.expires > time.time()
-                        and not may_take(current)):
+                if (
+                    current.holder != holder
+                    and current.expires > time.time()
+                    and not may_take(current)
+                ):
                     return current
             db.execute(
                 "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE "
                 "SET holder = excluded.holder, host = excluded.host, pid = excluded.pid, "
                 "since = excluded.since, expires = excluded.expires",
-                (name, holder, host, pid, now_iso(), time.time() + ttl))
+                (name, holder, host, pid, now_iso(), time.time() + ttl),
+            )
         return None
 
     def renew_lease(self, name: str, holder: str, ttl: float) -> bool:
         """Extend our lease; False if it is no longer ours (taken over after expiring)."""
         with self.transaction() as db:
-            return db.execute("UPDATE leases SET expires = ? WHERE name = ? AND holder = ?",
-                              (time.time() + ttl, name, holder)).rowcount == 1
+            return (
+                db.execute(
+                    "UPDATE leases SET expires = ? WHERE name = ? AND holder = ?",
+                    (time.time() + ttl, name, holder),
+                ).rowcount
+                == 1
+            )
 
     def release_lease(self, name: str, holder: str) -> None:
         with self.transaction() as db:

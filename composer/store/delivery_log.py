@@ -33,15 +33,15 @@ class DeliveryLog:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from None
 
-    def step(self, outcome: Outcome | None, start: int | None,
-             wait: float | None = None) -> None:
+    def step(self, outcome: Outcome | None, start: int | None, wait: float | None = None) -> None:
         """Record ``outcome`` and mark delivery ``start`` 'sending', in one commit;
         a locked database is waited for up to ``wait`` seconds (default: the log's)."""
         if outcome is None and start is None:
             return
         try:
-            with_wait(self.path, self.wait if wait is None else wait,
-                      lambda: self._step(outcome, start))
+            with_wait(
+                self.path, self.wait if wait is None else wait, lambda: self._step(outcome, start)
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
 

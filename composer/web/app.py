@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -47,14 +49,48 @@ CSP_PAGES = (
 )
 
 
+class RateLimit:
+    """Requests per client: a token bucket per address (``burst`` at once, then
+    ``per_second``), in a table of bounded size (the least recently seen client is
+    forgotten first), so that a flood from many addresses cannot grow memory."""
+
+    def __init__(self, per_second: float = 10.0, burst: float = 40.0, clients: int = 4096) -> None:
+        self.per_second, self.burst, self.clients = per_second, burst, clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, client: str) -> bool:
+        now = time.monotonic()
+        tokens, at = self._buckets.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.per_second)
+        allowed = tokens >= 1
+        self._buckets[client] = (tokens - 1 if allowed else tokens, now)
+        while len(self._buckets) > self.clients:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
 class Guard:
-    """ASGI middleware: security headers on every response, a body size cap,
-    and (for the preview) a Host allow-list against DNS rebinding."""
+    """ASGI middleware in front of every request:
+
+    - a Host allow-list against DNS rebinding (the preview);
+    - requests per client limited (429) and requests in progress capped (503);
+    - the body read here, however it arrives (Content-Length or chunked), and
+      refused past ``max_body`` (413) before the app sees any of it;
+    - security headers on every response.
+    """
 
     def __init__(
-        self, app: ASGIApp, csp: str, hosts: tuple[str, ...] | None = None, max_body: int = MAX_BODY
+        self,
+        app: ASGIApp,
+        csp: str,
+        hosts: tuple[str, ...] | None = None,
+        max_body: int = MAX_BODY,
+        rate: RateLimit | None = None,
+        max_active: int = 64,
     ) -> None:
         self.app, self.csp, self.hosts, self.max_body = app, csp, hosts, max_body
+        self.rate, self.max_active = rate, max_active
+        self.active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,20 +104,52 @@ class Guard:
             if host not in self.hosts:
                 await self._plain(send, 403, "This preview only answers on 127.0.0.1.")
                 return
+        client = (scope.get("client") or ("?", 0))[0]
+        if self.rate is not None and not self.rate.allow(client):
+            await self._plain(
+                send,
+                429,
+                "Too many requests; try again in a few seconds.",
+                [(b"retry-after", b"5")],
+            )
+            return
+        if self.active >= self.max_active:
+            await self._plain(
+                send, 503, "Busy; try again in a few seconds.", [(b"retry-after", b"5")]
+            )
+            return
+        self.active += 1
+        try:
+            await self._handle(scope, receive, send, headers)
+        finally:
+            self.active -= 1
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
         length = headers.get("content-length", "")
         if (length.isdigit() and int(length) > self.max_body) or (length and not length.isdigit()):
             await self._plain(send, 413, "Request body too large.")
             return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        body = bytearray()
+        more = scope.get("method") not in ("GET", "HEAD") or bool(length)
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                await self._plain(send, 413, "Request body too large.")
+                return
+            more = bool(message.get("more_body", False))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
 
         async def secure_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -98,12 +166,11 @@ class Guard:
                 ]
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, secure_send)
-        except _TooLarge:
-            await self._plain(secure_send, 413, "Request body too large.")
+        await self.app(scope, replay, secure_send)
 
-    async def _plain(self, send: Send, status: int, text: str) -> None:
+    async def _plain(
+        self, send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         await send(
             {
                 "type": "http.response.start",
@@ -112,14 +179,12 @@ class Guard:
                     (b"content-type", b"text/plain; charset=utf-8"),
                     (b"content-security-policy", self.csp.encode()),
                     (b"x-content-type-options", b"nosniff"),
+                    (b"connection", b"close"),
+                    *(extra or []),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": text.encode()})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _hostname(host_header: str) -> str:
@@ -274,7 +339,7 @@ def serve_app(settings: Settings) -> ASGIApp:
         exception_handlers={404: lambda r, e: not_found(), ComposerError: _composer_error},
     )
     app.router.redirect_slashes = False
-    return Guard(app, CSP_PAGES)
+    return Guard(app, CSP_PAGES, rate=RateLimit())
 
 
 def _composer_error(request: Request, exc: Exception) -> Response:

@@ -37,6 +37,8 @@ def test_import_validates_normalises_and_merges(newsletter_home: Path) -> None:
         "people.csv:6: the email address is empty",
         "people.csv:7: 'a@b' is not a valid email address: The part after the @-sign is not "
         "valid. It should have a period.",
+        "warning: people.csv:4: ana@example.org is the same address as Ana@Example.ORG: "
+        "merged into one subscriber",
     ]
     with (newsletter_home / "people.rejects.csv").open(newline="") as f:
         rejects = list(csv.reader(f))
@@ -176,3 +178,22 @@ def test_import_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
     small = _import_peak(tmp_path, 4_000)
     large = _import_peak(tmp_path, 40_000)
     assert large < small * 1.5, (small, large)
+
+
+def test_rows_merged_by_spelling_are_each_warned_about(newsletter_home: Path) -> None:
+    run("subscribers", "add", "carol@example.org")
+    source = newsletter_home / "people.csv"
+    source.write_text("email,name\nBob@Example.COM,Bob\nbob@example.com,Bobby\n"
+                      "CAROL@example.org,Carol\nbob@example.com,Again\ndan@example.org,Dan\n")
+    result = run("subscribers", "import", str(source))
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {source}:3: bob@example.com is the same address as Bob@Example.COM: "
+        "merged into one subscriber",
+        f"warning: {source}:4: CAROL@example.org is the same address as carol@example.org: "
+        "merged into one subscriber",
+        f"warning: {source}:5: bob@example.com is the same address as Bob@Example.COM: "
+        "merged into one subscriber",
+    ]
+    assert "2 added, 3 merged into existing" in result.stdout

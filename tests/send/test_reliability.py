@@ -31,7 +31,10 @@ def _env(home: Path, extra: dict[str, str]) -> dict[str, str]:
 def _send(home: Path, extra: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "composer", "send", "2025-04-16", "--yes", *args],
-        cwd=home, env=_env(home, extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=home,
+        env=_env(home, extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
 
@@ -53,8 +56,9 @@ def _locked(db: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
         "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True)\n"
         "time.sleep(float(sys.argv[2])); db.execute('COMMIT')\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(db), str(seconds)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(db), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
     try:
         yield proc
@@ -80,8 +84,12 @@ def test_a_database_locked_too_long_stops_the_send_cleanly(newsletter_home: Path
         # The lock was released and everything recorded: resume sends the rest once.
         resumed = subprocess.run(
             [sys.executable, "-m", "composer", "send", "2025-04-16", "--yes"],
-            cwd=newsletter_home, env=_env(newsletter_home, server.env()), capture_output=True,
-            text=True, timeout=120)
+            cwd=newsletter_home,
+            env=_env(newsletter_home, server.env()),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert resumed.returncode == 0, resumed.stderr
     got = handler.recipients()
     assert set(got) == set(addresses) and max(got.values()) == 1
@@ -91,8 +99,7 @@ def test_a_database_locked_for_a_while_is_waited_for(newsletter_home: Path) -> N
     addresses = add_subscribers(20)
     handler = Handler()
     with running(handler) as server:
-        proc = _send(newsletter_home, {**server.env(), "NEWSLETTER_DB_WAIT": "60"},
-                     "--rate", "20")
+        proc = _send(newsletter_home, {**server.env(), "NEWSLETTER_DB_WAIT": "60"}, "--rate", "20")
         _wait_received(handler, 3, proc)
         with _locked(newsletter_home / "newsletter.db", 2):
             out, err = proc.communicate(timeout=120)
@@ -104,8 +111,11 @@ def test_a_database_locked_for_a_while_is_waited_for(newsletter_home: Path) -> N
 
 def _mount_tmpfs(folder: Path, size: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         reason = f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}"
         if os.environ.get("NEWSLETTER_REQUIRE_MOUNT") == "1":
@@ -157,8 +167,12 @@ def test_two_paths_to_one_database_cannot_send_at_once(
         for extra in ways:
             second = subprocess.run(
                 [sys.executable, "-m", "composer", "send", "2025-04-16", "--yes"],
-                cwd=tmp_path, env=_env(newsletter_home, {**server.env(), **extra}),
-                capture_output=True, text=True, timeout=60)
+                cwd=tmp_path,
+                env=_env(newsletter_home, {**server.env(), **extra}),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert second.returncode == 1, (extra, second.stdout, second.stderr)
             assert "another `newsletter send`" in second.stderr
         assert first.poll() is None  # all three tried while the first was sending
@@ -171,8 +185,10 @@ def test_the_lease_inside_the_database_guards_other_machines(newsletter_home: Pa
     db = newsletter_home / "newsletter.db"
     add_subscribers(1)
     with Store(db) as store:  # a send on another host holds the lease
-        assert store.take_lease("send", "elsewhere:77:1", "elsewhere", 77, 60,
-                                lambda lease: False) is None
+        assert (
+            store.take_lease("send", "elsewhere:77:1", "elsewhere", 77, 60, lambda lease: False)
+            is None
+        )
     refused = run("send", "2025-04-16", "--yes")
     assert refused.exit_code == 1 and "(pid 77 on elsewhere, since " in refused.stderr
     assert SendLock(db).held()
@@ -182,8 +198,14 @@ def test_the_lease_inside_the_database_guards_other_machines(newsletter_home: Pa
     assert run("send", "2025-04-16", "--yes").exit_code == 0
     # A lease of a process on this host that is gone is taken over at once.
     with Store(db) as store:
-        store.take_lease("send", f"{socket.gethostname()}:999999:1", socket.gethostname(),
-                         999999, 60, lambda lease: False)
+        store.take_lease(
+            "send",
+            f"{socket.gethostname()}:999999:1",
+            socket.gethostname(),
+            999999,
+            60,
+            lambda lease: False,
+        )
     assert not SendLock(db).held()
     assert run("send", "2025-04-16", "--yes").exit_code == 0
 
@@ -198,8 +220,10 @@ def test_a_relay_that_refuses_on_policy_bounces_nobody(
         use(monkeypatch, server.env())
         result = run("send", "2025-04-16", "--yes", "--connections", "1")
         assert result.exit_code == 1
-        assert "stopped: the relay refuses to send for us: fix SMTP credentials or the From " \
+        assert (
+            "stopped: the relay refuses to send for us: fix SMTP credentials or the From "
             "domain" in result.stderr
+        )
         assert "Relay access denied" in result.stderr
         assert run("subscribers", "count").stdout.splitlines()[0].split() == ["active", "40"]
         assert counts(newsletter_home) == {"pending": 40}  # all sent on resume
@@ -213,13 +237,15 @@ def test_unknown_users_bounce_and_policy_refusals_do_not(
     monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
 ) -> None:
     a = add_subscribers(6)
-    handler = Handler(faults={
-        a[0]: ["550 5.1.1 <x>: Recipient address rejected: User unknown"],
-        a[1]: ["550 Requested action not taken: mailbox unavailable, user unknown"],
-        a[2]: ["550 5.7.1 Message rejected due to local policy"],
-        a[3]: ["552 5.2.2 Mailbox full"],
-        a[4]: ["550 rejected"],
-    })
+    handler = Handler(
+        faults={
+            a[0]: ["550 5.1.1 <x>: Recipient address rejected: User unknown"],
+            a[1]: ["550 Requested action not taken: mailbox unavailable, user unknown"],
+            a[2]: ["550 5.7.1 Message rejected due to local policy"],
+            a[3]: ["552 5.2.2 Mailbox full"],
+            a[4]: ["550 rejected"],
+        }
+    )
     with running(handler) as server:
         use(monkeypatch, server.env())
         result = run("send", "2025-04-16", "--yes")
@@ -254,8 +280,7 @@ def test_a_refused_first_connection_is_tried_again(
     addresses = add_subscribers(2)
     handler = Handler()
     port = free_port()
-    use(monkeypatch, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port),
-                      "SMTP_SECURITY": "none"})
+    use(monkeypatch, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_SECURITY": "none"})
     from tests.smtp_server import Server
 
     server = Server(handler)

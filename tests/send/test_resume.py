@@ -112,8 +112,10 @@ def kill_trial(home: Path, seed: int, resend_in_doubt: bool = False) -> dict[str
     assert resumed.returncode == in_doubt_exit, resumed.stderr
     assert f"  in doubt     {len(in_flight):>9,}" in status.stdout
     if in_flight:
-        assert (f"{len(in_flight)} message(s) were in flight when an earlier run stopped"
-                in resumed.stdout)
+        assert (
+            f"{len(in_flight)} message(s) were in flight when an earlier run stopped"
+            in resumed.stdout
+        )
     got = handler.recipients()
     lost = set(addresses) - set(got)
     twice = {a for a, n in got.items() if n > 1}
@@ -129,8 +131,12 @@ def kill_trial(home: Path, seed: int, resend_in_doubt: bool = False) -> dict[str
     final = _states(home)
     if not resend_in_doubt:
         assert final.get("in_doubt", set()) == in_flight
-    return {"lost": len(lost), "duplicates": len(twice), "in_doubt": len(in_flight),
-            "in_doubt_delivered": len(in_flight - lost)}
+    return {
+        "lost": len(lost),
+        "duplicates": len(twice),
+        "in_doubt": len(in_flight),
+        "in_doubt_delivered": len(in_flight - lost),
+    }
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])

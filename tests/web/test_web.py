@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import sqlite3
 import xml.etree.ElementTree as ET
@@ -251,3 +252,112 @@ def test_preview_refuses_other_hosts(newsletter_home: Path) -> None:
         rebound, _ = raw_get(port, "/state.json", host=f"evil.example:{port}")
     assert status == 403 and rebound == 403
     assert ok == 200 and b"x-content-type-options: nosniff" in page.lower()
+
+
+def _post_chunked(port: int, path: str, total: int) -> int:
+    """POST ``total`` bytes with Transfer-Encoding: chunked (no Content-Length)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        chunk = b"List-Unsubscribe=One-Click&x=" + b"x" * max(0, min(total, 65_000) - 29)
+        sent = 0
+        try:
+            while sent < total:
+                s.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+            s.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server answered and closed before taking it all: fine
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_huge_chunked_body_is_refused_without_a_traceback(sent_home: Path) -> None:
+    token = sign(KEY, subscriber_id(sent_home, "ana@example.org"), "")
+    info: dict[str, object] = {}
+    with newsletter_server(sent_home, "serve", info=info) as port:
+        assert _post_chunked(port, f"/unsubscribe/{token}", 10_000_000) == 413
+        small = _post_chunked(port, f"/unsubscribe/{token}", 1)  # still one-click
+        assert small == 200
+    assert "Traceback" not in str(info["stderr"])
+    assert status_of(sent_home, "ana@example.org") == "unsubscribed"
+
+
+def test_a_flood_gets_429_and_503_with_bounded_memory(sent_home: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    info: dict[str, object] = {}
+    with newsletter_server(sent_home, "serve", info=info) as port:
+        pid = int(str(info["pid"]))
+        before = _rss_kb(pid)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert client.get("/feed.xml").status_code == 200
+
+        def hit(i: int) -> int:
+            with httpx.Client(timeout=30) as c:
+                try:
+                    return c.get(f"http://127.0.0.1:{port}/unsubscribe/x{i}").status_code
+                except httpx.HTTPError:
+                    return 0  # refused at the socket: also a way to say no
+
+        with ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(hit, range(2000)))
+        after = _rss_kb(pid)
+    assert codes.count(429) > 1000  # one client: limited to its burst and rate
+    assert set(codes) <= {400, 429, 503, 0}
+    assert after - before < 40_000, (before, after)  # KB: no growth with the flood
+    assert "Traceback" not in str(info["stderr"])
+
+
+def test_only_canonical_tokens_are_accepted(sent_home: Path) -> None:
+    sid = subscriber_id(sent_home, "ana@example.org")
+    token = sign(KEY, sid, "")
+    body, mac = token.split(".")
+    from composer.audience.tokens import verify
+
+    assert verify(KEY, token) is not None
+    for variant in (f"{body}=.{mac}", f"{body}.{mac}==", f"{body}==.{mac}=", token + "="):
+        assert verify(KEY, variant) is None, variant
+    with newsletter_server(sent_home, "serve") as port, httpx.Client(timeout=30) as client:
+        padded = client.post(
+            f"http://127.0.0.1:{port}/unsubscribe/{body}.{mac}==",
+            data={"List-Unsubscribe": "One-Click"},
+        )
+    assert padded.status_code == 400
+    assert status_of(sent_home, "ana@example.org") == "active"
+
+
+def test_a_rotated_secret_key_still_accepts_links_in_inboxes(sent_home: Path) -> None:
+    old_link = sign(KEY, subscriber_id(sent_home, "ana@example.org"), "")
+    rotated = {"NEWSLETTER_SECRET_KEY": f"new-key-2026, {KEY}"}
+    with (
+        newsletter_server(sent_home, "serve", env_extra=rotated) as port,
+        httpx.Client(timeout=30) as client,
+    ):
+        ok = client.post(
+            f"http://127.0.0.1:{port}/unsubscribe/{old_link}",
+            data={"List-Unsubscribe": "One-Click"},
+        )
+    assert ok.status_code == 200
+    assert status_of(sent_home, "ana@example.org") == "unsubscribed"
+    # New messages are signed with the new key.
+    from composer.config import load_settings
+
+    settings = load_settings(sent_home, {"NEWSLETTER_SECRET_KEY": "new-key-2026,old"})
+    assert settings.secret_key.get() == "new-key-2026"
+    assert settings.verify_keys == ["new-key-2026", "old"]
