@@ -13,8 +13,8 @@ import tempfile
 
 from common import BIN, REPO, median_seconds, process_seconds, report
 
-from composer.issue import load_issue
-from composer.render import render_issue
+from composer.issue.load import load_issue
+from composer.render.pipeline import render_issue
 
 SEED = REPO / "issues" / "2025-04-16.yaml"
 

@@ -96,7 +96,7 @@ def make_home(n: int) -> Path:
     (home / "issues").mkdir()
     shutil.copy(REPO / "issues" / "2025-04-16.yaml", home / "issues")
     db_path = home / "newsletter.db"
-    from composer.store import Store
+    from composer.store.database import Store
 
     Store(db_path).close()
     db = sqlite3.connect(db_path)
@@ -110,43 +110,27 @@ def make_home(n: int) -> Path:
 
 
 def message_size(home: Path) -> int:
-    from composer.compose import message_template, sample_recipient
-
     from composer.config import load_settings
-    from composer.issue import load_issue
-    from composer.render import render_issue
+    from composer.send.prepare import message_template, prepare
+    from composer.send.recipients import Recipients
 
     settings = load_settings(home, env={})
-    loaded = load_issue(home / "issues" / "2025-04-16.yaml")
-    tpl = message_template(settings, loaded, render_issue(loaded))
-    return len(tpl.build(sample_recipient(settings, loaded)))
+    prepared = prepare(str(home / "issues" / "2025-04-16.yaml"), settings)
+    tpl = message_template(settings, prepared)
+    return len(tpl.build(Recipients(settings, prepared.slug).sample()))
 
 
 def bench_build(home: Path) -> float:
     """Median µs per message for build_chunks (personalise + encode)."""
-    from composer.compose import message_template, unsubscribe_urls, view_url
-    from composer.message import Recipient
-
     from composer.config import load_settings
-    from composer.issue import load_issue
-    from composer.render import render_issue
+    from composer.send.prepare import message_template, prepare
+    from composer.send.recipients import Recipients
 
     settings = load_settings(home, env={})
-    loaded = load_issue(home / "issues" / "2025-04-16.yaml")
-    tpl = message_template(settings, loaded, render_issue(loaded))
-    recipients = []
-    for i in range(2000):
-        https, mailto = unsubscribe_urls(settings, i, "")
-        recipients.append(
-            Recipient(
-                str(i),
-                f"reader{i}@example.org",
-                f"Reader {i}",
-                https,
-                mailto,
-                view_url(settings, "2025-04-16"),
-            )
-        )
+    prepared = prepare(str(home / "issues" / "2025-04-16.yaml"), settings)
+    tpl = message_template(settings, prepared)
+    make = Recipients(settings, prepared.slug)
+    recipients = [make.subscriber(i, f"reader{i}@example.org", f"Reader {i}") for i in range(2000)]
 
     def batch() -> None:
         for r in recipients:

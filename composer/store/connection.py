@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WAIT = 600.0  # seconds a command waits for a locked database
 _BUSY_STEP_MS = 1000  # SQLite's own busy handler waits this long per try
+_QUIET_WAIT = 5.0  # seconds of waiting before saying so
 
 T = TypeVar("T")
 
@@ -48,7 +49,8 @@ def is_busy(exc: sqlite3.Error) -> bool:
 
 def with_wait(path: Path, wait: float, attempt: Callable[[], T]) -> T:
     """``attempt()``, tried again while the database is locked, for up to ``wait`` s."""
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    deadline = started + wait
     warned = False
     while True:
         try:
@@ -56,7 +58,8 @@ def with_wait(path: Path, wait: float, attempt: Callable[[], T]) -> T:
         except sqlite3.Error as exc:
             if not is_busy(exc):
                 raise
-            if not warned:
+            # Our own connections take turns too: only a wait this long is news.
+            if not warned and time.monotonic() - started >= min(_QUIET_WAIT, wait):
                 log.warning(
                     "%s is locked by another process; waiting up to %g s for it", path, wait
                 )

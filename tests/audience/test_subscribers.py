@@ -183,8 +183,10 @@ def test_import_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
 def test_rows_merged_by_spelling_are_each_warned_about(newsletter_home: Path) -> None:
     run("subscribers", "add", "carol@example.org")
     source = newsletter_home / "people.csv"
-    source.write_text("email,name\nBob@Example.COM,Bob\nbob@example.com,Bobby\n"
-                      "CAROL@example.org,Carol\nbob@example.com,Again\ndan@example.org,Dan\n")
+    source.write_text(
+        "email,name\nBob@Example.COM,Bob\nbob@example.com,Bobby\n"
+        "CAROL@example.org,Carol\nbob@example.com,Again\ndan@example.org,Dan\n"
+    )
     result = run("subscribers", "import", str(source))
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]

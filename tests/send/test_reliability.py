@@ -101,7 +101,7 @@ def test_a_database_locked_for_a_while_is_waited_for(newsletter_home: Path) -> N
     with running(handler) as server:
         proc = _send(newsletter_home, {**server.env(), "NEWSLETTER_DB_WAIT": "60"}, "--rate", "20")
         _wait_received(handler, 3, proc)
-        with _locked(newsletter_home / "newsletter.db", 2):
+        with _locked(newsletter_home / "newsletter.db", 7):
             out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "is locked by another process; waiting up to 60 s" in err
