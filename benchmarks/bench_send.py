@@ -42,6 +42,7 @@ def ensure_postfix() -> None:
             ["apt-get", "download", "postfix"], cwd=tmp, check=True, stdout=subprocess.DEVNULL
         )
         deb = next(Path(tmp).glob("postfix_*.deb"))
+        POSTFIX.mkdir(parents=True, exist_ok=True)
         subprocess.run(["dpkg", "-x", str(deb), str(POSTFIX)], check=True)
 
 
