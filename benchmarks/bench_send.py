@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import BIN, REPO, median_seconds
@@ -80,8 +81,10 @@ def timed_child(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float,
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
-    out = proc.stdout.read()
-    err = proc.stderr.read()
+    with ThreadPoolExecutor(1) as pool:  # read both pipes at once: a full one blocks the child
+        err_future = pool.submit(proc.stderr.read)
+        out = proc.stdout.read()
+        err = err_future.result()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - start

@@ -183,11 +183,12 @@ def import_csv(store: Store, path: Path, list_name: str | None) -> ImportReport:
                         db, email, name, language, attributes, [*lists, *extra_lists], status, stamp
                     )
                     setattr(report, outcome, getattr(report, outcome) + 1)
-                    if outcome != "added" and (raw != email or email in odd_spellings):
+                    first = odd_spellings.get(email, email)
+                    if outcome != "added" and raw != first:
                         _note_merge(
                             report,
                             f"{path}:{line}: {raw} is the same address as "
-                            f"{odd_spellings.get(email, email)}: merged into one "
+                            f"{first}: merged into one "
                             "subscriber",
                         )
                     if raw != email and len(odd_spellings) < 100_000:
