@@ -203,12 +203,10 @@ class _Engine:
         )
         return conn, result
 
-    def worker(self, conn: Connection | None = None) -> None:
+    def worker(self, book: DeliveryLog, conn: Connection | None = None) -> None:
         previous: Outcome | None = None
-        book: DeliveryLog | None = None
         wire = self.transport.wire
         try:
-            book = DeliveryLog(self.settings.db_path, self.issue, self.settings.db_wait)
             while True:
                 try:
                     item = self.queue.get_nowait()
@@ -271,12 +269,10 @@ class _Engine:
             log.exception("send worker failed")
             self.halt(f"internal error in a send worker: {exc!r}")
         finally:
-            if book is not None:
-                # The last outcome is known: give the database a while longer to take
-                # it, or that message would be reported in doubt.
-                with contextlib.suppress(ComposerError):
-                    book.step(previous, None, wait=max(self.settings.db_wait, FINAL_WAIT))
-                book.close()
+            # The last outcome is known: give the database a while longer to take
+            # it, or that message would be reported in doubt.
+            with contextlib.suppress(ComposerError):
+                book.step(previous, None, wait=max(self.settings.db_wait, FINAL_WAIT))
             if conn is not None:
                 conn.close()
 
@@ -407,6 +403,11 @@ def run_send(
         except BaseException:
             first.close()
             raise
+        try:
+            book = DeliveryLog(settings.db_path, plan.issue, settings.db_wait)
+        except BaseException:
+            first.close()
+            raise
         engine = _Engine(
             settings,
             options,
@@ -421,7 +422,7 @@ def run_send(
                 target=engine.worker,
                 name=f"send-{i}",
                 daemon=True,
-                args=(first if i == 0 else None,),
+                args=(book, first if i == 0 else None),
             )
             for i in range(max(1, options.connections))
         ]
@@ -437,6 +438,8 @@ def run_send(
             engine.halt(str(exc), exc)
         finally:
             engine.stop_workers(workers)
+            book.close()
+            log.debug("delivery log: %d records in %d commits", book.records, book.commits)
         if report is not None:
             report(engine.progress)
         with contextlib.suppress(ComposerError):
