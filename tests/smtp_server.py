@@ -6,7 +6,7 @@ Faults are set per recipient address as a list of actions, one per attempt
 close without replying), "hang_after_data" (take it, never reply), or any
 reply given verbatim ("554 5.7.1 <x>: Relay access denied"). ``mail_reply``
 answers every MAIL FROM so; ``data_reply`` every end of data (the message is
-then not kept).
+then not kept); "data:<reply>" answers that recipient's end of data so.
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ class Handler:
         if action[:1].isdigit() and " " in action:
             return action
         envelope.rcpt_tos.append(address)
+        if action.startswith("data:"):
+            envelope.__dict__.setdefault("actions", {})[address] = action
         return "250 2.1.5 OK"
 
     async def handle_MAIL(
@@ -120,6 +122,10 @@ class Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.data_reply is not None:
             return self.data_reply
+        actions = envelope.__dict__.get("actions", {})
+        for action in actions.values():
+            if action.startswith("data:"):  # refused at the end of its data
+                return str(action.removeprefix("data:"))
         content = envelope.original_content or b""
         with self.lock:
             self.received.append(

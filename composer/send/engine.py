@@ -173,6 +173,7 @@ class _Engine:
         d: Delivery,
         chunks: list[bytes],
         commit: Callable[[], None],
+        ahead: tuple[str, str] | None = None,
     ) -> tuple[Connection | None, Result]:
         """Send one message, reconnecting as needed; returns the connection to reuse."""
         result = Result("retry", "not attempted")
@@ -190,7 +191,7 @@ class _Engine:
                 except TransportError as exc:  # bad credentials, certificate, no STARTTLS
                     self.halt(str(exc), exc)
                     return None, Result("retry", str(exc))
-            result = conn.send(self.template.envelope_from, d.email, chunks, commit)
+            result = conn.send(self.template.envelope_from, d.email, chunks, commit, ahead)
             if result.reconnect:
                 conn.close()
                 conn = None
@@ -203,45 +204,73 @@ class _Engine:
         )
         return conn, result
 
+    def _build(self, item: Delivery) -> list[bytes] | Result:
+        try:
+            return self.template.build_chunks(
+                self.recipients.subscriber(item.subscriber_id, item.email, item.name),
+                wire=self.transport.wire,
+            )
+        except SubscriberError as exc:  # one bad row must not stop the run
+            return Result("failed", str(exc))
+
+    def _take_ready(self) -> tuple[Delivery, list[bytes] | Result] | None:
+        """The next message, if one is queued now, taken and built: its envelope can
+        go out with the current message's final "." (never blocks)."""
+        if self.stop.is_set() or self.rate.gap:
+            return None
+        try:
+            item = self.queue.get_nowait()
+        except queue.Empty:
+            return None
+        if item is None:  # the end marker: leave it for the loop
+            self.queue.task_done()
+            self.queue.put(None)
+            return None
+        return item, self._build(item)
+
     def worker(self, book: DeliveryLog, conn: Connection | None = None) -> None:
         previous: Outcome | None = None
-        wire = self.transport.wire
+        ready: tuple[Delivery, list[bytes] | Result] | None = None  # taken, not yet sent
         try:
             while True:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    if previous is not None:  # record it now rather than when work comes
-                        book.step(previous, None)
-                        previous = None
-                    item = self.queue.get()
-                try:
+                if ready is None:
+                    try:
+                        item = self.queue.get_nowait()
+                    except queue.Empty:
+                        if previous is not None:  # record it now rather than when work comes
+                            book.step(previous, None)
+                            previous = None
+                        item = self.queue.get()
                     if item is None:
+                        self.queue.task_done()
                         return
                     if self.stop.is_set():
+                        self.queue.task_done()
                         continue  # left 'pending': never started
                     self.rate.wait(self.stop)
-                    try:
-                        chunks = self.template.build_chunks(
-                            self.recipients.subscriber(item.subscriber_id, item.email, item.name),
-                            wire=wire,
-                        )
-                    except SubscriberError as exc:  # one bad row must not stop the run
+                    ready = (item, self._build(item))
+                item, built = ready
+                ready = None
+                try:
+                    if self.stop.is_set():
+                        continue  # left 'pending': never started
+                    if isinstance(built, Result):  # it could not be built
                         book.step(previous, None)
-                        previous = self._outcome(
-                            item, Result("failed", str(exc)), item.attempts + 1
-                        )
+                        previous = self._outcome(item, built, item.attempts + 1)
                         continue
+                    ready = self._take_ready() if conn is not None else None
+                    ahead = None
+                    if ready is not None and not isinstance(ready[1], Result):
+                        ahead = (self.template.envelope_from, ready[0].email)
 
                     def commit(sid: int = item.subscriber_id) -> None:
                         """The point of delivery: record the previous outcome and
                         this message in flight, in one commit."""
                         nonlocal previous
-                        assert book is not None
                         book.step(previous, sid)
                         previous = None
 
-                    conn, result = self._deliver(conn, item, chunks, commit)
+                    conn, result = self._deliver(conn, item, built, commit, ahead)
                     if previous is not None:  # refused before its commit point
                         book.step(previous, None)
                     if result.kind == "retry" or result.stop:  # not delivered: not yet sent
@@ -269,12 +298,14 @@ class _Engine:
             log.exception("send worker failed")
             self.halt(f"internal error in a send worker: {exc!r}")
         finally:
+            if ready is not None:  # taken but never sent: it stays 'pending'
+                self.queue.task_done()
             # The last outcome is known: give the database a while longer to take
             # it, or that message would be reported in doubt.
             with contextlib.suppress(ComposerError):
                 book.step(previous, None, wait=max(self.settings.db_wait, FINAL_WAIT))
             if conn is not None:
-                conn.close()
+                conn.close()  # drops a transaction written ahead, unsent
 
     def stop_workers(self, workers: list[threading.Thread]) -> None:
         """Stop every worker and wait for it: queued messages are dropped (they stay
