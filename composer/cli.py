@@ -291,14 +291,16 @@ def init(
     )
 
 
-theme_app = typer.Typer(
-    help="Themes: copy a bundled one into the newsletter to restyle it.",
-    cls=_Group,
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    context_settings=CONTEXT,
-)
-app.add_typer(theme_app, name="theme")
+def _command_group(name: str, help: str) -> typer.Typer:
+    """A group of subcommands (``newsletter theme ...``) with the app's conventions."""
+    group = typer.Typer(
+        help=help, cls=_Group, no_args_is_help=True, rich_markup_mode=None, context_settings=CONTEXT
+    )
+    app.add_typer(group, name=name)
+    return group
+
+
+theme_app = _command_group("theme", "Themes: copy a bundled one into the newsletter to restyle it.")
 
 
 @theme_app.command("copy")
@@ -340,14 +342,7 @@ def theme_list() -> None:
 
 # -- subscribers -------------------------------------------------------------
 
-subscribers_app = typer.Typer(
-    help="Manage subscribers (in the SQLite database).",
-    cls=_Group,
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    context_settings=CONTEXT,
-)
-app.add_typer(subscribers_app, name="subscribers")
+subscribers_app = _command_group("subscribers", "Manage subscribers (in the SQLite database).")
 
 ListOpt = Annotated[str | None, typer.Option("--list", help="Only this list (or tag).")]
 StatusOpt = Annotated[

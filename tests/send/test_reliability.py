@@ -19,13 +19,9 @@ from composer.mail.replies import classify, enhanced_code
 from composer.send.lock import SendLock
 from composer.store.database import Store
 from tests.helpers import run
+from tests.send.test_resume import _env
 from tests.send.test_send import add_subscribers, counts, use
 from tests.smtp_server import Handler, free_port, running
-
-
-def _env(home: Path, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
-    return {**env, "NEWSLETTER_HOME": str(home), "NEWSLETTER_SECRET_KEY": "k", **extra}
 
 
 def _send(home: Path, extra: dict[str, str], *args: str) -> subprocess.Popen[str]:
