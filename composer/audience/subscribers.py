@@ -177,11 +177,10 @@ def import_csv(store: Store, path: Path, list_name: str | None) -> ImportReport:
         def flush() -> None:
             stamp = now_iso()
             with store.transaction() as db:
-                for line, raw, row in pending:
-                    email, name, language, attributes, lists, status = row
-                    _, outcome = store.upsert(
-                        db, email, name, language, attributes, [*lists, *extra_lists], status, stamp
-                    )
+                outcomes = store.upsert_many(
+                    db, [(*r[:4], [*r[4], *extra_lists], r[5]) for _, _, r in pending], stamp
+                )
+                for (line, raw, (email, *_)), outcome in zip(pending, outcomes, strict=True):
                     setattr(report, outcome, getattr(report, outcome) + 1)
                     first = odd_spellings.get(email, email)
                     if outcome != "added" and raw != first:
@@ -231,25 +230,33 @@ _Row = tuple[str, str, str, dict[str, Any], list[str], str | None]
 
 
 def _parse(row: list[str], columns: _Columns) -> _Row:
-    email = normalise(_cell(row, columns.email))
-    name = _cell(row, columns.name) or " ".join(
-        filter(None, (_cell(row, columns.first), _cell(row, columns.last)))
-    )
-    status_word = _cell(row, columns.status).lower()
+    width = len(row)
+
+    def cell(index: int | None) -> str:
+        return row[index].strip() if index is not None and index < width else ""
+
+    email = normalise(cell(columns.email))
+    name = cell(columns.name)
+    if not name and (columns.first is not None or columns.last is not None):
+        name = " ".join(filter(None, (cell(columns.first), cell(columns.last))))
     status = None
-    if status_word:
+    if columns.status is not None and (status_word := cell(columns.status).lower()):
         status = _STATUS_WORDS.get(status_word)
         if status is None:
             raise SubscriberError(
                 f"status {status_word!r} is not one of {', '.join(sorted(_STATUS_WORDS))}"
             )
-    attributes = {label: _cell(row, i) for i, label in columns.other if _cell(row, i)}
+    attributes = {}
+    for i, label in columns.other:
+        if value := cell(i):
+            attributes[label] = value
+    lists = cell(columns.lists)
     return (
         email,
-        normalise_name(name),
-        _cell(row, columns.language)[:20],
+        normalise_name(name) if name else "",
+        cell(columns.language)[:20],
         attributes,
-        _split_lists(_cell(row, columns.lists)),
+        _split_lists(lists) if lists else [],
         status,
     )
 
