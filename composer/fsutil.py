@@ -20,7 +20,6 @@ def _umask() -> int:
 
 _UMASK = _umask()
 FILE_MODE = 0o666 & ~_UMASK
-DIR_MODE = 0o777 & ~_UMASK
 
 
 def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:

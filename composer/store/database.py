@@ -85,6 +85,7 @@ class Store:
         ``wait``: how long to wait for a database another process holds locked."""
         self.path = path
         self.wait = wait
+        self._list_ids: dict[str, int] = {}
         if not create and not path.exists():
             raise StoreError(
                 f"{path}: no database yet (nothing imported or sent from this "
@@ -255,10 +256,9 @@ class Store:
 
     def _list_id(self, db: sqlite3.Connection, name: str) -> int:
         """``list_id``, remembered for this connection (lists are never renamed)."""
-        cache: dict[str, int] = self.__dict__.setdefault("_list_ids", {})
-        if name not in cache:
-            cache[name] = self.list_id(db, name)
-        return cache[name]
+        if name not in self._list_ids:
+            self._list_ids[name] = self.list_id(db, name)
+        return self._list_ids[name]
 
     def upsert(
         self,

@@ -9,7 +9,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,28 +18,9 @@ from composer.mail.replies import classify, enhanced_code
 from composer.send.lock import SendLock
 from composer.store.database import Store
 from tests.helpers import run
-from tests.send.test_resume import _env
+from tests.send.test_resume import _env, _start_send, _wait_for
 from tests.send.test_send import add_subscribers, counts, use
 from tests.smtp_server import Handler, free_port, running
-
-
-def _send(home: Path, extra: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "composer", "send", "2025-04-16", "--yes", *args],
-        cwd=home,
-        env=_env(home, extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_received(handler: Handler, n: int, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while len(handler.received) < n:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 @contextlib.contextmanager
@@ -68,8 +48,8 @@ def test_a_database_locked_too_long_stops_the_send_cleanly(newsletter_home: Path
     handler = Handler()
     with running(handler) as server:
         env = {**server.env(), "NEWSLETTER_DB_WAIT": "1"}
-        proc = _send(newsletter_home, env, "--rate", "40", "--connections", "2")
-        _wait_received(handler, 5, proc)
+        proc = _start_send(newsletter_home, env, "--rate", "40", "--connections", "2")
+        _wait_for(handler, 5, proc)
         with _locked(newsletter_home / "newsletter.db", 6):
             out, err = proc.communicate(timeout=60)  # never a hang
         assert proc.returncode == 1, err
@@ -95,8 +75,10 @@ def test_a_database_locked_for_a_while_is_waited_for(newsletter_home: Path) -> N
     addresses = add_subscribers(20)
     handler = Handler()
     with running(handler) as server:
-        proc = _send(newsletter_home, {**server.env(), "NEWSLETTER_DB_WAIT": "60"}, "--rate", "20")
-        _wait_received(handler, 3, proc)
+        proc = _start_send(
+            newsletter_home, {**server.env(), "NEWSLETTER_DB_WAIT": "60"}, "--rate", "20"
+        )
+        _wait_for(handler, 3, proc)
         with _locked(newsletter_home / "newsletter.db", 7):
             out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -153,8 +135,8 @@ def test_two_paths_to_one_database_cannot_send_at_once(
     alias.symlink_to(newsletter_home)
     handler = Handler(delay=0.25)  # the first send lasts about 8 s
     with running(handler) as server:
-        first = _send(newsletter_home, server.env())
-        _wait_received(handler, 1, first)
+        first = _start_send(newsletter_home, server.env())
+        _wait_for(handler, 1, first)
         ways = [
             {"NEWSLETTER_DB": str(alias / "newsletter.db")},
             {"NEWSLETTER_DB": os.path.relpath(newsletter_home / "newsletter.db", tmp_path)},

@@ -50,7 +50,8 @@ def _cli(home: Path, extra: dict[str, str], *args: str) -> subprocess.CompletedP
     )
 
 
-def _start_send(home: Path, extra: dict[str, str]) -> subprocess.Popen[str]:
+def _start_send(home: Path, extra: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """A real `newsletter send` of the seed issue (by default over CONNECTIONS)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -59,8 +60,7 @@ def _start_send(home: Path, extra: dict[str, str]) -> subprocess.Popen[str]:
             "send",
             "2025-04-16",
             "--yes",
-            "--connections",
-            str(CONNECTIONS),
+            *(args or ("--connections", str(CONNECTIONS))),
         ],
         cwd=home,
         env=_env(home, extra),
@@ -71,6 +71,7 @@ def _start_send(home: Path, extra: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def _wait_for(handler: Handler, count: int, proc: subprocess.Popen[str]) -> None:
+    """Until the server has ``count`` messages; the send must still be running."""
     deadline = time.monotonic() + 60
     while len(handler.received) < count:
         assert proc.poll() is None, "the send finished before it could be interrupted"
