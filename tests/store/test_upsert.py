@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,11 @@ def _state(store: Store) -> list[tuple[Any, ...]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(before=rows, batch=rows)
-def test_upsert_many_equals_upserts_one_by_one(before: list[Row], batch: list[Row]) -> None:
+@given(before=rows, batch=rows, as_text=st.booleans())
+def test_upsert_many_equals_upserts_one_by_one(
+    before: list[Row], batch: list[Row], as_text: bool
+) -> None:
+    """Attributes as a dict or as JSON text (as the import passes them)."""
     with tempfile.TemporaryDirectory() as tmp:
         one, many = Store(Path(tmp) / "one.db"), Store(Path(tmp) / "many.db")
         with one.transaction() as db:
@@ -51,7 +55,14 @@ def test_upsert_many_equals_upserts_one_by_one(before: list[Row], batch: list[Ro
         with one.transaction() as db:
             expected = [one.upsert(db, *r, stamp="t1")[1] for r in batch]
         with many.transaction() as db:
-            got = many.upsert_many(db, batch, "t1")
+            got = many.upsert_many(
+                db,
+                [
+                    (e, n, lang, json.dumps(a, ensure_ascii=False) if as_text else a, ls, st_)
+                    for e, n, lang, a, ls, st_ in batch
+                ],
+                "t1",
+            )
         assert got == expected
         assert _state(many) == _state(one)
         one.close()
