@@ -9,13 +9,13 @@ few thousand, so memory does not grow with the file.
 from __future__ import annotations
 
 import csv
-from collections import Counter
 import json
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 

@@ -1,10 +1,18 @@
 """Transports: SMTP and a local Maildir outbox, behind one small interface.
 
 The only module that imports smtplib. smtplib does what it does well
-(connecting, TLS with a verifying context, EHLO, AUTH, reading replies); the
-mail transaction itself is written here so that it can use PIPELINING
-(RFC 2920: MAIL, RCPT and DATA in one write) and send a body that was
-dot-stuffed once per issue, as chunks, without copying it per message.
+(connecting, TLS with a verifying context, EHLO, AUTH); the mail transaction
+itself is written here so that it can use PIPELINING (RFC 2920: MAIL, RCPT and
+DATA in one write, and the next transaction's with the final "."), send a body
+that was dot-stuffed once per issue, as chunks, without copying it per message,
+and run on a non-blocking socket.
+
+A transaction is a generator (``Connection.transaction``): it writes into the
+connection's buffer and yields what it waits for: ``REPLY`` (a reply from the
+server), ``FINAL`` (the reply to the final ".", with the longer data timeout) or
+``COMMIT`` (the point of delivery: the engine records the message in flight,
+durably, before the final "." is written). One thread drives every connection
+of a send this way (``send.engine``); ``run_blocking`` drives one on its own.
 
 Every network call has a timeout; STARTTLS is never skipped when asked for;
 certificates are verified (``SMTP_CA_FILE`` adds a private CA). Errors become
@@ -18,12 +26,14 @@ import dataclasses
 import itertools
 import logging
 import os
+import selectors
 import smtplib
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -52,25 +62,89 @@ class Result:
     policy: bool = False  # a refusal on policy grounds (counted for repeated refusals)
 
 
+# What a transaction waits for (see the module's docstring).
+REPLY = "reply"
+FINAL = "final"
+COMMIT = "commit"
+# A transaction: yields REPLY, FINAL or COMMIT; is resumed with None once that is
+# there (or has an OSError thrown in: the connection broke or timed out; or the
+# commit's error); returns what happened to the message.
+Transaction = Generator[str, None, Result]
 # Called once a message is complete but for its final "." (or its rename into
-# the outbox): the moment from which it may be delivered. The engine records
-# the message as in flight there; if that raises, the message is abandoned.
+# the outbox): the moment from which it may be delivered.
 Commit = Callable[[], None]
 
 
 class Connection(Protocol):
-    wire: bool  # whether send() takes the SMTP DATA form (dot-stuffed, final ".")
+    wire: bool  # whether transactions take the SMTP DATA form (dot-stuffed, final ".")
+    fd: int | None  # the socket to watch, if any
+    replies: deque[tuple[int, bytes]]  # replies read and not yet taken
+    broken: OSError | None  # why the connection cannot be read or written any more
+    pending_output: int  # bytes written but not yet taken by the kernel
 
-    def send(
+    def transaction(
         self,
         sender: str,
         recipient: str,
         chunks: list[bytes],
-        commit: Commit | None = None,
         ahead: tuple[str, str] | None = None,
+    ) -> Transaction: ...
+
+    def send(
+        self, sender: str, recipient: str, chunks: list[bytes], commit: Commit | None = None
     ) -> Result: ...
 
+    def on_readable(self) -> None: ...
+
+    def on_writable(self) -> None: ...
+
     def close(self) -> None: ...
+
+
+def run_blocking(conn: Connection, tx: Transaction, commit: Commit | None = None) -> Result:
+    """Drive one transaction to its end on its own (a test copy), waiting as needed."""
+    settings_timeout = getattr(conn, "timeout", 30.0)
+    op: str | None = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = tx.throw(error) if error is not None else tx.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        error = None
+        try:
+            if op == COMMIT:
+                if commit is not None:
+                    commit()
+            else:
+                _wait_reply(
+                    conn, getattr(conn, "data_timeout", 600.0) if op == FINAL else settings_timeout
+                )
+        except Exception as exc:
+            error = exc
+
+
+def _wait_reply(conn: Connection, timeout: float) -> None:
+    if conn.fd is None:
+        return
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(conn.fd, selectors.EVENT_READ)
+        while not conn.replies:
+            if conn.broken is not None:
+                raise conn.broken
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no reply within {timeout:g} s")
+            sel.modify(
+                conn.fd,
+                selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.pending_output else 0),
+            )
+            for _, events in sel.select(left):
+                if events & selectors.EVENT_WRITE:
+                    conn.on_writable()
+                if events & selectors.EVENT_READ:
+                    conn.on_readable()
 
 
 class Transport(Protocol):
@@ -81,6 +155,7 @@ class Transport(Protocol):
 
 
 def _reply_text(code: int, message: bytes | str) -> str:
+    """A reply as one line of at most 500 characters, for the log and the user."""
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
     return f"{code} {' '.join(text.split())}"[:500]
 
@@ -187,6 +262,21 @@ class SMTPConnection:
                 self.smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.ahead: tuple[str, str] | None = None  # a transaction written ahead
         self.plain_socket = not isinstance(self.smtp.sock, ssl.SSLSocket)
+        self.timeout = s.smtp_timeout
+        self.data_timeout = s.smtp_data_timeout
+        self.ahead_allowed = self.pipelining and s.smtp_pipeline_ahead
+        sock = self.smtp.sock
+        assert sock is not None
+        self.sock: socket.socket = sock
+        self.fd: int | None = sock.fileno()
+        sock.setblocking(False)
+        self._out: deque[memoryview] = deque()
+        self.pending_output = 0
+        self._written = 0  # bytes ever handed to the kernel
+        self._inbuf = bytearray()
+        self._lines: list[bytes] = []  # the lines so far of a multi-line reply
+        self.replies: deque[tuple[int, bytes]] = deque()
+        self.broken: OSError | None = None
         log.debug(
             "connected to %s (pipelining=%s, tls=%s)",
             transport.where,
@@ -223,96 +313,159 @@ class SMTPConnection:
         with contextlib.suppress(AttributeError, OSError):
             self.smtp.close()
 
-    # -- the transaction ---------------------------------------------------
+    # -- non-blocking I/O ------------------------------------------------------
 
-    def _write(self, chunks: list[bytes]) -> None:
-        sock = self.smtp.sock
-        if sock is None:
-            raise smtplib.SMTPServerDisconnected("not connected")
-        if not self.plain_socket:  # SSLSocket has no sendmsg
-            sock.sendall(b"".join(chunks))
-            return
-        views = [memoryview(c) for c in chunks if c]
-        while views:
-            sent = sock.sendmsg(views[:512])
-            while views and sent >= len(views[0]):
-                sent -= len(views[0])
-                views.pop(0)
+    def write(self, chunks: list[bytes]) -> None:
+        """Queue ``chunks`` and write what the kernel takes now (never blocks)."""
+        for c in chunks:
+            if c:
+                self._out.append(memoryview(c))
+                self.pending_output += len(c)
+        self.on_writable()
+
+    def on_writable(self) -> None:
+        out = self._out
+        sock = self.sock
+        while out and self.broken is None:
+            try:
+                if self.plain_socket:
+                    sent = sock.sendmsg(list(itertools.islice(out, 512)))
+                else:  # SSLSocket has no sendmsg
+                    sent = sock.send(out[0][:262144])
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            except OSError as exc:
+                self.broken = exc
+                return
+            self._written += sent
+            self.pending_output -= sent
+            while out and sent >= len(out[0]):
+                sent -= len(out.popleft())
             if sent:
-                views[0] = views[0][sent:]
+                out[0] = out[0][sent:]
 
-    def _reply(self) -> tuple[int, str]:
-        code, message = self.smtp.getreply()
-        return code, _reply_text(code, message)
+    def on_readable(self) -> None:
+        """Read what has arrived and parse it into replies."""
+        while self.broken is None:
+            try:
+                data = self.sock.recv(262144)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except OSError as exc:
+                self.broken = exc
+                return
+            if not data:
+                self.broken = ConnectionAbortedError("the server closed the connection")
+                return
+            self._parse(data)
+            if self.plain_socket or not self.sock.pending():  # type: ignore[attr-defined]
+                return
+
+    def _parse(self, data: bytes) -> None:
+        buf = self._inbuf
+        buf += data
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            line = bytes(buf[start:end]).rstrip(b"\r")
+            start = end + 1
+            if line[3:4] == b"-":  # more lines follow
+                self._lines.append(line[4:])
+                continue
+            try:
+                code = int(line[:3])
+            except ValueError:
+                code = -1
+            if self._lines:
+                self._lines.append(line[4:])
+                text = b"\n".join(self._lines)
+                self._lines = []
+            else:
+                text = line[4:]
+            self.replies.append((code, text))
+        del buf[:start]
+        if len(buf) > 65536:
+            self.broken = ConnectionAbortedError("the server sent a reply line over 64 KB")
+
+    def _reply(self, op: str = REPLY) -> Generator[str, None, tuple[int, bytes]]:
+        if not self.replies:
+            yield op
+        return self.replies.popleft()
+
+    # -- the transaction ---------------------------------------------------------
 
     def send(
+        self, sender: str, recipient: str, chunks: list[bytes], commit: Commit | None = None
+    ) -> Result:
+        """One message on its own, waiting for each reply (a test copy)."""
+        return run_blocking(self, self.transaction(sender, recipient, chunks), commit)
+
+    def transaction(
         self,
         sender: str,
         recipient: str,
         chunks: list[bytes],
-        commit: Commit | None = None,
         ahead: tuple[str, str] | None = None,
-    ) -> Result:
+    ) -> Transaction:
         """One mail transaction. ``chunks`` is the DATA in wire form, its last chunk
-        the final ``.``; ``commit`` runs just before that chunk is written.
+        the final ``.``; it yields COMMIT just before that chunk is written.
         ``ahead``: the envelope (sender, recipient) of the message this connection
-        sends next, written with this one's final "."; the next ``send`` must be
+        sends next, written with this one's final "."; the next transaction must be
         for it, or the connection closed (``close`` then drops it unsent)."""
-        envelope = [f"MAIL FROM:<{sender}>\r\n".encode(), f"RCPT TO:<{recipient}>\r\n".encode()]
         sent_ahead, self.ahead = self.ahead, None
         try:
             if sent_ahead is not None:  # written with the previous message's final "."
                 if sent_ahead != (sender, recipient):
                     raise OSError("the transaction written ahead was for someone else")
-                mail, rcpt, data = self._reply(), self._reply(), self._reply()
+                mail = yield from self._reply()
+                rcpt = yield from self._reply()
+                data = yield from self._reply()
             elif self.pipelining:
-                self._write([*envelope, b"DATA\r\n"])
-                mail, rcpt, data = self._reply(), self._reply(), self._reply()
+                self.write([f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode()])
+                mail = yield from self._reply()
+                rcpt = yield from self._reply()
+                data = yield from self._reply()
             else:
-                self._write(envelope[:1])
-                mail = self._reply()
-                rcpt = data = (503, "503 skipped")
+                self.write([f"MAIL FROM:<{sender}>\r\n".encode()])
+                mail = yield from self._reply()
+                rcpt = data = (503, b"skipped")
                 if mail[0] < 400:
-                    self._write(envelope[1:])
-                    rcpt = self._reply()
+                    self.write([f"RCPT TO:<{recipient}>\r\n".encode()])
+                    rcpt = yield from self._reply()
                     if rcpt[0] < 400:
-                        self._write([b"DATA\r\n"])
-                        data = self._reply()
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            return Result("retry", f"connection lost before DATA: {exc}", reconnect=True)
-        for code, text in (mail, rcpt):
-            if code == 421:
-                return Result("retry", text, reconnect=True)
-        if mail[0] >= 400 or rcpt[0] >= 400 or data[0] != 354:
-            return self._refused(mail, rcpt, data)
-        try:
-            self._write(chunks[:-1])
+                        self.write([b"DATA\r\n"])
+                        data = yield from self._reply()
         except OSError as exc:
-            return Result("retry", f"connection lost during DATA: {exc}", reconnect=True)
-        if commit is not None:
-            try:
-                commit()
-            except BaseException:
-                self._abandon()  # the server drops a message that never ended
-                raise
-        end = chunks[-1:]
-        if ahead is not None and self.pipelining and self.t.settings.smtp_pipeline_ahead:
+            return Result("retry", f"connection lost before DATA: {exc}", reconnect=True)
+        for code, raw in (mail, rcpt):
+            if code == 421:
+                return Result("retry", _reply_text(code, raw), reconnect=True)
+        if mail[0] >= 400 or rcpt[0] >= 400 or data[0] != 354:
+            return (yield from self._refused(mail, rcpt, data))
+        self.write(chunks[:-1])
+        try:
+            yield COMMIT
+        except BaseException:
+            self._abandon()  # the server drops a message that never ended
+            raise
+        end = chunks[-1]
+        self.write([end])
+        delivered_from = self._written + self.pending_output  # once the "." is out
+        if ahead is not None and self.ahead_allowed:
             # RFC 2920: the next transaction's MAIL, RCPT and DATA go in the same
             # packet as this one's final ".": one round trip per message, not two.
-            end = [*end, f"MAIL FROM:<{ahead[0]}>\r\nRCPT TO:<{ahead[1]}>\r\nDATA\r\n".encode()]
-        try:
-            self._write(end)
-        except OSError as exc:  # the final "." was not sent: nothing was delivered
-            return Result("retry", f"connection lost at the end of DATA: {exc}", reconnect=True)
-        if len(end) > 1:
+            self.write([f"MAIL FROM:<{ahead[0]}>\r\nRCPT TO:<{ahead[1]}>\r\nDATA\r\n".encode()])
             self.ahead = ahead
         try:
-            code, text = self._final_reply()
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            code, raw = yield from self._reply(FINAL)
+        except OSError as exc:
+            self.ahead = None
+            if self._written < delivered_from:  # the final "." never left: not delivered
+                return Result("retry", f"connection lost at the end of DATA: {exc}", reconnect=True)
             # RFC 5321 6.1: the only case where the message may or may not be delivered.
             return Result(
                 "in_doubt", f"connection lost after the end of DATA: {exc}", reconnect=True
             )
+        text = _reply_text(code, raw)
         if 200 <= code < 300:
             return Result("sent", text)
         if code == 421:
@@ -327,72 +480,58 @@ class SMTPConnection:
         # not this subscriber's, and would refuse the rest too.
         return Result("failed", f"end of DATA: {text}", stop=True)
 
-    def _final_reply(self) -> tuple[int, str]:
-        """The reply to the final ".", waited for up to the data timeout (RFC 5321
-        4.5.3.2.6 says 10 minutes: the server may be scanning the message)."""
-        sock = self.smtp.sock
-        if sock is not None:
-            sock.settimeout(self.t.settings.smtp_data_timeout)
-        try:
-            return self._reply()
-        finally:
-            if sock is not None and self.smtp.sock is sock:
-                with contextlib.suppress(OSError):
-                    sock.settimeout(self.t.settings.smtp_timeout)
-
     def _refused(
-        self, mail: tuple[int, str], rcpt: tuple[int, str], data: tuple[int, str]
-    ) -> Result:
+        self, mail: tuple[int, bytes], rcpt: tuple[int, bytes], data: tuple[int, bytes]
+    ) -> Transaction:
         if data[0] == 354:  # a server that took DATA anyway: end it with an empty message
+            self.write([b".\r\n"])
             try:
-                self._write([b".\r\n"])
-                self._reply()
-            except (smtplib.SMTPServerDisconnected, OSError):
+                yield from self._reply()
+            except OSError:
                 return Result("retry", "connection lost", reconnect=True)
         if mail[0] >= 400:
-            code, text = mail
+            code, text = mail[0], _reply_text(*mail)
             # Our own envelope sender refused: never the subscriber's fault.
             result = Result(
                 "deferred" if code < 500 else "failed", f"MAIL FROM: {text}", stop=code >= 500
             )
         elif rcpt[0] >= 400:
-            code, text = rcpt
+            code, text = rcpt[0], _reply_text(*rcpt)
             if code < 500:
                 result = Result("deferred", text)
             else:
                 kind = classify(code, text)
                 result = Result("failed", text, bounce=kind == "address", policy=kind == "policy")
         else:
-            code, text = data
+            code, text = data[0], _reply_text(*data)
             if code == 421:
                 return Result("retry", text, reconnect=True)
             result = Result(
                 "deferred" if code < 500 else "failed", f"DATA: {text}", stop=code >= 500
             )
-        return self._after_failure(result)
-
-    def _after_failure(self, result: Result) -> Result:
-        """Reset the session after a refused transaction (RSET); reconnect if that fails."""
+        # Reset the session after a refused transaction (RSET); reconnect if that fails.
+        self.write([b"RSET\r\n"])
         try:
-            self._write([b"RSET\r\n"])
-            code, _ = self._reply()
-        except (smtplib.SMTPServerDisconnected, OSError):
+            code, _ = yield from self._reply()
+        except OSError:
             code = 0
         if code != 250:
             return dataclasses.replace(result, reconnect=True)
         return result
 
     def close(self) -> None:
-        if self.ahead is not None:
+        if self.ahead is not None or self.broken is not None:
             # The server is (or will be) reading the data of a message we will not
             # send: cutting the connection is the only way to end it unsent.
             self.ahead = None
             self._abandon()
             return
-        try:
-            self.smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            self._abandon()
+        try:  # QUIT, politely but briefly
+            self.write([b"QUIT\r\n"])
+            _wait_reply(self, min(self.timeout, 5.0))
+        except OSError:
+            pass
+        self._abandon()
 
 
 class MaildirTransport:
@@ -424,20 +563,28 @@ class MaildirTransport:
 
 class MaildirConnection:
     wire = False
+    fd: int | None = None
+    broken: OSError | None = None
+    pending_output: int = 0
 
     def __init__(self, transport: MaildirTransport) -> None:
         self.t = transport
+        self.replies: deque[tuple[int, bytes]] = deque()
 
     def send(
+        self, sender: str, recipient: str, chunks: list[bytes], commit: Commit | None = None
+    ) -> Result:
+        return run_blocking(self, self.transaction(sender, recipient, chunks), commit)
+
+    def transaction(
         self,
         sender: str,
         recipient: str,
         chunks: list[bytes],
-        commit: Commit | None = None,
         ahead: tuple[str, str] | None = None,
-    ) -> Result:
+    ) -> Transaction:
         """Write the message to ``tmp/``, then move it into ``new/`` (Maildir's
-        delivery step); ``commit`` runs just before the move."""
+        delivery step); COMMIT comes just before the move."""
         name = self.t.unique_name()
         tmp = self.t.outbox / "tmp" / name
         envelope = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
@@ -455,8 +602,7 @@ class MaildirConnection:
                 stop=True,
             )
         try:
-            if commit is not None:
-                commit()
+            yield COMMIT
             os.replace(tmp, self.t.outbox / "new" / name)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -465,6 +611,12 @@ class MaildirConnection:
             tmp.unlink(missing_ok=True)
             raise
         return Result("sent", f"250 written to {self.t.outbox / 'new' / name}")
+
+    def on_readable(self) -> None:
+        pass
+
+    def on_writable(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 
@@ -13,14 +12,12 @@ class RateLimiter:
         gaps = [1 / per_second if per_second else 0.0, 3600 / per_hour if per_hour else 0.0]
         self.gap = max(gaps)
         self._next = time.monotonic()
-        self._lock = threading.Lock()
 
-    def wait(self, stop: threading.Event) -> None:
+    def slot(self) -> float | None:
+        """Take the next slot: the monotonic time to wait for, or None (no wait)."""
         if not self.gap:
-            return
-        with self._lock:
-            now = time.monotonic()
-            at = max(self._next, now)
-            self._next = at + self.gap
-        if at > now:
-            stop.wait(at - now)
+            return None
+        now = time.monotonic()
+        at = max(self._next, now)
+        self._next = at + self.gap
+        return at if at > now else None

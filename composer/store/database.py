@@ -217,7 +217,7 @@ class Store:
             state = known.get(email)
             if state is None:
                 next_id += 1
-                if type(attributes) is not str:
+                if not isinstance(attributes, str):
                     attributes = _json(attributes) if attributes else "{}"
                 state = known[email] = [
                     next_id,

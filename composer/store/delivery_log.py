@@ -1,13 +1,13 @@
-"""The delivery log's write path during a send: one writer, commits in groups.
+"""The delivery log's write path during a send: commits in groups.
 
-Every connection of a send hands its records to one writer thread (``step``)
-and waits until they are durable. The writer commits whatever has arrived
-from all connections in one transaction, so that with 4 connections one
-fsync (``synchronous=FULL``) covers up to 4 messages, and the connections
-never contend for SQLite's write lock (the busy handler's sleeps of 1.5-2 ms
-were the first release's main cost per message).
+The engine drives every connection of a send from one thread. Whenever some
+of them reach the point of delivery together, it records them all in one
+transaction (``commit``): with 4 connections one fsync (``synchronous=FULL``)
+covers up to 4 messages, and nothing contends for SQLite's write lock (the
+first release's threads did: the busy handler's sleeps of 1.5-2 ms were its
+main cost per message).
 
-A step records the outcome of a connection's previous message and marks its
+A record holds the outcome of a connection's previous message and marks its
 next one 'sending'. The engine makes it just before it writes a message's
 final ``.`` (or renames it into the outbox), so a crash leaves at most one row
 per connection in 'sending' (then reported in doubt), and only for a message
@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from composer.errors import StoreError
@@ -29,19 +27,12 @@ from composer.store.database import now_iso
 
 # (subscriber id, state, server reply, attempts, next attempt at, new subscriber status)
 Outcome = tuple[int, str, str, int, float, str | None]
-
-
-@dataclass
-class _Request:
-    outcome: Outcome | None
-    start: int | None
-    wait: float
-    done: threading.Event = field(default_factory=threading.Event)
-    error: StoreError | None = None
+# One connection's step: its previous message's outcome, the message it starts.
+Record = tuple[Outcome | None, int | None]
 
 
 class DeliveryLog:
-    """The delivery log of one issue's send; ``step`` is safe from any thread."""
+    """The delivery log of one issue's send (one thread's)."""
 
     def __init__(self, path: Path, issue: str, wait: float = DEFAULT_WAIT) -> None:
         self.path = path
@@ -53,58 +44,36 @@ class DeliveryLog:
             self.db = connect(path)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from None
-        self._pending: list[_Request] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self._writer = threading.Thread(target=self._run, name="delivery-log", daemon=True)
-        self._writer.start()
+
+    def commit(self, records: list[Record], wait: float | None = None) -> None:
+        """Record each outcome and mark each started delivery 'sending', durably, in
+        one transaction; a locked database is waited for up to ``wait`` seconds."""
+        records = [r for r in records if r[0] is not None or r[1] is not None]
+        if not records:
+            return
+        try:
+            with_wait(
+                self.path,
+                self.wait if wait is None else wait,
+                functools.partial(self._commit, records),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
+        self.commits += 1
+        self.records += len(records)
 
     def step(self, outcome: Outcome | None, start: int | None, wait: float | None = None) -> None:
-        """Record ``outcome`` and mark delivery ``start`` 'sending', durably, before
-        returning; a locked database is waited for up to ``wait`` seconds."""
-        if outcome is None and start is None:
-            return
-        request = _Request(outcome, start, self.wait if wait is None else wait)
-        with self._cond:
-            if self._closed:
-                raise StoreError(f"{self.path}: the delivery log is closed")
-            self._pending.append(request)
-            self._cond.notify()
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
+        """One record on its own."""
+        self.commit([(outcome, start)], wait)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                batch, self._pending = self._pending, []
-            wait = max(r.wait for r in batch)
-            try:
-                with_wait(self.path, wait, functools.partial(self._commit, batch))
-                self.commits += 1
-                self.records += len(batch)
-            except StoreError as exc:
-                for r in batch:
-                    r.error = exc
-            except sqlite3.Error as exc:
-                error = StoreError(f"{self.path}: cannot record a delivery: {exc}")
-                for r in batch:
-                    r.error = error
-            for r in batch:
-                r.done.set()
-
-    def _commit(self, batch: list[_Request]) -> None:
+    def _commit(self, batch: list[Record]) -> None:
         stamp = now_iso()
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
-            for r in batch:
-                if r.outcome is not None:
-                    sid, state, reply, attempts, next_at, status = r.outcome
+            for outcome, start in batch:
+                if outcome is not None:
+                    sid, state, reply, attempts, next_at, status = outcome
                     db.execute(
                         "UPDATE deliveries SET state = ?, reply = ?, attempts = ?, "
                         "next_attempt_at = ?, updated_at = ? WHERE issue = ? AND subscriber_id = ?",
@@ -121,11 +90,11 @@ class DeliveryLog:
                             "VALUES (?, ?, ?, ?)",
                             (sid, status, reply[:500], stamp),
                         )
-                if r.start is not None:
+                if start is not None:
                     db.execute(
                         "UPDATE deliveries SET state = 'sending', updated_at = ? "
                         "WHERE issue = ? AND subscriber_id = ?",
-                        (stamp, self.issue, r.start),
+                        (stamp, self.issue, start),
                     )
             db.execute("COMMIT")
         except sqlite3.Error:
@@ -134,9 +103,4 @@ class DeliveryLog:
             raise
 
     def close(self) -> None:
-        """Commit what is pending, then stop the writer and close the connection."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._writer.join()
         self.db.close()
