@@ -317,6 +317,25 @@ class SMTPConnection:
 
     def write(self, chunks: list[bytes]) -> None:
         """Queue ``chunks`` and write what the kernel takes now (never blocks)."""
+        if not self._out and self.plain_socket and self.broken is None and len(chunks) <= 512:
+            # The usual case: nothing queued; one sendmsg of the chunks as they are.
+            try:
+                sent = self.sock.sendmsg(chunks)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self.broken = exc
+                return
+            self._written += sent
+            for c in chunks:
+                if sent >= len(c):
+                    sent -= len(c)
+                    continue
+                view = memoryview(c)[sent:] if sent else memoryview(c)
+                sent = 0
+                self._out.append(view)
+                self.pending_output += len(view)
+            return
         for c in chunks:
             if c:
                 self._out.append(memoryview(c))
@@ -448,13 +467,15 @@ class SMTPConnection:
             self._abandon()  # the server drops a message that never ended
             raise
         end = chunks[-1]
-        self.write([end])
-        delivered_from = self._written + self.pending_output  # once the "." is out
+        delivered_from = self._written + self.pending_output + len(end)  # once "." is out
         if ahead is not None and self.ahead_allowed:
             # RFC 2920: the next transaction's MAIL, RCPT and DATA go in the same
             # packet as this one's final ".": one round trip per message, not two.
-            self.write([f"MAIL FROM:<{ahead[0]}>\r\nRCPT TO:<{ahead[1]}>\r\nDATA\r\n".encode()])
+            envelope = f"MAIL FROM:<{ahead[0]}>\r\nRCPT TO:<{ahead[1]}>\r\nDATA\r\n"
+            self.write([end, envelope.encode()])
             self.ahead = ahead
+        else:
+            self.write([end])
         try:
             code, raw = yield from self._reply(FINAL)
         except OSError as exc:

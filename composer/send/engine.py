@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import signal
 import threading
@@ -65,7 +66,7 @@ from composer.send.prepare import message_template
 from composer.send.rate import RateLimiter
 from composer.send.recipients import Recipients
 from composer.store.database import Delivery, Store
-from composer.store.delivery_log import DeliveryLog, Outcome, Record
+from composer.store.delivery_log import DeliveryLog, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class _Engine:
         self._fed_all = False
         self._feed_wake = 0.0
         self._deadline = time.monotonic() + options.max_wait
+        self._committing: list[_Link] = []  # the sessions whose commit is in hand
 
     def halt(self, reason: str, error: ComposerError | None = None) -> None:
         if self.reason is None:
@@ -369,17 +371,23 @@ class _Engine:
                         self.halt("another send took over this database's send lease; stopped")
                     self._feed(store, live)
                     progressed = self._wake(live, now)
-                    committing = [k for k in live if k.op == COMMIT]
-                    if committing:
-                        self._commit(book, committing)
-                        progressed = True
+                    if not book.busy:
+                        committing = [k for k in live if k.op == COMMIT]
+                        if committing:
+                            self._start_commit(book, committing)
+                            progressed = True
                     live = [k for k in live if k.gen is not None]
                     if now - last_report >= REPORT_EVERY and report is not None:
                         report(self.progress)
                         last_report = now
                     timeout = 0.0 if progressed or not live else self._timeout(live, now)
-                    self._poll(poller, watched, live, timeout)
+                    if self._poll(poller, watched, live, book, timeout):
+                        self._finish_commit(book)
             finally:
+                if book.busy:  # let the group in hand become durable (or fail)
+                    os.read(book.fd, 1)
+                    with contextlib.suppress(ComposerError):
+                        self._finish_commit(book)
                 for link in links:  # on an abort (a second Ctrl-C) or a bug
                     if link.gen is not None:
                         link.gen.close()
@@ -443,18 +451,33 @@ class _Engine:
                 progressed = True
         return progressed
 
-    def _commit(self, book: DeliveryLog, links: list[_Link]) -> None:
-        """The point of delivery of every session waiting for it, in one commit."""
-        records: list[Record] = [(k.previous, k.current) for k in links]
+    def _start_commit(self, book: DeliveryLog, links: list[_Link]) -> None:
+        """The point of delivery of every session waiting for it, in one commit; they
+        resume when it is durable (``_finish_commit``)."""
         try:
-            book.commit(records)
+            started = book.start([(k.previous, k.current) for k in links])
         except ComposerError as exc:
             for k in links:
                 self._resume(k, None, exc)
             return
+        self._committing = links
+        if not started:
+            self._finish_commit(book, durable=False)
+
+    def _finish_commit(self, book: DeliveryLog, durable: bool = True) -> None:
+        links, self._committing = self._committing, []
+        try:
+            if durable:
+                book.finish()
+        except ComposerError as exc:
+            for k in links:
+                if k.gen is not None:
+                    self._resume(k, None, exc)
+            return
         for k in links:
             k.previous = k.current = None
-            self._resume(k, None)
+            if k.gen is not None:
+                self._resume(k, None)
 
     def _feed(self, store: Store, live: list[_Link]) -> None:
         """Keep the queue stocked: due deliveries in id order, then deferred ones as
@@ -496,31 +519,48 @@ class _Engine:
         return max(0.0, min([now + REPORT_EVERY, *wakes]) - now)
 
     def _poll(
-        self, poller: select.poll, watched: dict[int, int], live: list[_Link], timeout: float
-    ) -> None:
+        self,
+        poller: select.poll,
+        watched: dict[int, int],
+        live: list[_Link],
+        book: DeliveryLog,
+        timeout: float,
+    ) -> bool:
+        """Wait up to ``timeout`` for the sockets (and the commit in hand); do the
+        reads and writes they are ready for. Whether the commit finished."""
         conns: dict[int, Connection] = {}
+        wanted: dict[int, int] = {}
         for link in live:
             conn = link.conn
             if conn is None or conn.fd is None or conn.broken is not None:
                 continue
-            mask = select.POLLIN | (select.POLLOUT if conn.pending_output else 0)
             conns[conn.fd] = conn
-            if watched.get(conn.fd) != mask:
-                poller.register(conn.fd, mask)
-                watched[conn.fd] = mask
-        for fd in [fd for fd in watched if fd not in conns]:
+            wanted[conn.fd] = select.POLLIN | (select.POLLOUT if conn.pending_output else 0)
+        if book.busy:
+            wanted[book.fd] = select.POLLIN
+        for fd in [fd for fd in watched if fd not in wanted]:
             poller.unregister(fd)
             del watched[fd]
-        if not conns:
+        for fd, mask in wanted.items():
+            if watched.get(fd) != mask:
+                poller.register(fd, mask)
+                watched[fd] = mask
+        if not wanted:
             if timeout > 0:
                 time.sleep(timeout)
-            return
+            return False
+        finished = False
         for fd, events in poller.poll(timeout * 1000):
-            conn = conns[fd]
+            conn = conns.get(fd)
+            if conn is None:  # the commit in hand is durable (or failed)
+                os.read(fd, 1)
+                finished = True
+                continue
             if events & select.POLLOUT:
                 conn.on_writable()
             if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
                 conn.on_readable()
+        return finished
 
 
 @contextlib.contextmanager
