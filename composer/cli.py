@@ -301,6 +301,78 @@ def _command_group(name: str, help: str) -> typer.Typer:
 
 
 theme_app = _command_group("theme", "Themes: copy a bundled one into the newsletter to restyle it.")
+dkim_app = _command_group("dkim", "DKIM: make a signing key; check a message's signatures.")
+
+
+@dkim_app.command("keygen")
+def dkim_keygen(
+    selector: Annotated[
+        str, typer.Option("--selector", help="The key's name in DNS, e.g. news2026.")
+    ],
+    kind: Annotated[
+        str, typer.Option("--type", help="rsa (2048-bit, every receiver) or ed25519 (RFC 8463).")
+    ] = "rsa",
+) -> None:
+    """Make a DKIM signing key; print the DNS record to publish and its settings.
+
+    The key goes to dkim/SELECTOR.TYPE.pem (mode 0600); an existing key is never
+    overwritten (rotate by publishing a new selector)."""
+    from composer.fsutil import relative
+    from composer.send.signing import make_key
+
+    if kind not in ("rsa", "ed25519"):
+        raise typer.BadParameter("rsa or ed25519", param_hint="--type")
+    with _errors():
+        made = make_key(_settings(), selector, kind)
+    typer.echo(f"wrote {relative(made.path)} (private: keep it so)")
+    typer.echo("publish this DNS record:")
+    # A TXT string holds at most 255 bytes: a 2048-bit key's record is two strings.
+    strings = " ".join(f'"{made.record[i : i + 250]}"' for i in range(0, len(made.record), 250))
+    typer.echo(f"  {made.record_name}. IN TXT {strings}")
+    typer.echo("then sign with it: add to .env")
+    for line in made.settings:
+        typer.echo(f"  {line}")
+
+
+@dkim_app.command("check")
+def dkim_check(
+    file: Annotated[Path, typer.Argument(help="A built or received message (.eml).")],
+    record: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--record",
+            help="SELECTOR=TXT: check against this record instead of DNS (repeatable).",
+        ),
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Never ask DNS.")] = False,
+) -> None:
+    """Check a message's DKIM signatures against the published DNS records.
+
+    Each must be valid and cover both List-Unsubscribe headers (else receivers
+    offer no one-click unsubscribe); exit 1 unless one valid signature does."""
+    from composer.send.signing import check_message
+
+    records = {}
+    for item in record or []:
+        selector, eq, text = item.partition("=")
+        if not eq or not text.strip():
+            raise typer.BadParameter(
+                "SELECTOR=TXT, e.g. news2026='v=DKIM1; k=rsa; p=...'", param_hint="--record"
+            )
+        records[selector.strip()] = text
+    with _errors():
+        verdicts = check_message(_settings(), file, records, offline)
+    good = False
+    for v in verdicts:
+        covers = "covers" if v.covers_unsubscribe else "does NOT cover"
+        typer.echo(
+            f"{v.algorithm} d={v.domain} s={v.selector}: {v.reason}; {covers} both "
+            "List-Unsubscribe headers"
+        )
+        good = good or (v.valid and v.covers_unsubscribe)
+    if not good:
+        _err(f"{file}: no valid DKIM signature covers both List-Unsubscribe headers")
+        raise typer.Exit(1)
 
 
 @theme_app.command("copy")

@@ -65,6 +65,11 @@ class Settings:
     old_secret_keys: tuple[Secret, ...] = ()
     smtp_ca_file: str = ""
     unsubscribe_mailto: str = ""
+    # DKIM: (selector, private key file) for RSA and for Ed25519; the d= domain.
+    dkim_rsa: tuple[str, Path] | None = None
+    dkim_ed25519: tuple[str, Path] | None = None
+    dkim_domain: str = ""
+    dns_server: str = ""  # host[:port] for DNS look-ups; empty: the system's resolver
 
     @property
     def cache_dir(self) -> Path:
@@ -92,6 +97,30 @@ class Settings:
     @property
     def unsubscribe_mailbox(self) -> str:
         return self.unsubscribe_mailto or f"unsubscribe@{self.mail_domain}"
+
+
+DKIM_SELECTOR_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*")
+
+
+def _dkim_pair(
+    env: dict[str, str], home: Path, selector_name: str, key_name: str
+) -> tuple[str, Path] | None:
+    """A DKIM selector and key file, both set or neither (a key file relative to the
+    newsletter's folder)."""
+    selector = env.get(selector_name, "").strip()
+    key = env.get(key_name, "").strip()
+    if not selector and not key:
+        return None
+    if not selector or not key:
+        missing = selector_name if not selector else key_name
+        raise ConfigError(
+            f"{missing} is not set but {key_name if not selector else selector_name} is; "
+            "set both (newsletter dkim keygen prints them)"
+        )
+    if not DKIM_SELECTOR_RE.fullmatch(selector):
+        raise ConfigError(f"{selector_name}={selector!r} is not a DNS label such as 'news2026'")
+    path = Path(key).expanduser()
+    return selector, path if path.is_absolute() else home / path
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -189,6 +218,10 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         old_secret_keys=tuple(Secret(k) for k in keys[1:]),
         smtp_ca_file=merged.get("SMTP_CA_FILE", "").strip(),
         unsubscribe_mailto=merged.get("NEWSLETTER_UNSUBSCRIBE_MAILTO", "").strip(),
+        dkim_rsa=_dkim_pair(merged, home, "DKIM_SELECTOR", "DKIM_PRIVATE_KEY"),
+        dkim_ed25519=_dkim_pair(merged, home, "DKIM_ED25519_SELECTOR", "DKIM_ED25519_PRIVATE_KEY"),
+        dkim_domain=merged.get("DKIM_DOMAIN", "").strip().lower(),
+        dns_server=merged.get("NEWSLETTER_DNS_SERVER", "").strip(),
     )
     log.debug(
         "newsletter folder %s (.env %s); database %s; transport %s",

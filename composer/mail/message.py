@@ -27,6 +27,7 @@ from email.utils import format_datetime, parseaddr
 
 from composer.errors import SubscriberError
 from composer.mail.addresses import normalise
+from composer.mail.dkim import Signer, canonical_body_chunk
 from composer.render.fields import fill, split
 from composer.render.pipeline import RenderedIssue
 
@@ -125,7 +126,9 @@ class MessageTemplate:
         domain: str,
         date: datetime | None = None,
         subject_prefix: str = "",
+        signer: Signer | None = None,
     ) -> None:
+        self.signer = signer
         name, addr = parseaddr(from_address)
         self.from_header = mailbox(name, addr)
         self.envelope_from = normalise(addr)
@@ -197,6 +200,12 @@ class MessageTemplate:
         self._wire_parts = [_dot_stuff(p) for p in self._parts] + [b".\r\n"]
         self._id_hash = hashlib.sha256(f"{self.list_id}\x00{self.slug}\x00".encode())
         self._bases: dict[bool, tuple[str, list[bytes]]] = {}
+        # For DKIM: the body's chunks canonicalised once (the first loses the blank
+        # line that ends the header); per-subscriber values are done per message.
+        self._canonical = [b"", b"", *(canonical_body_chunk(p) for p in self._parts[2:])]
+        if self._canonical[2].startswith(b"\r\n"):
+            self._canonical[2] = self._canonical[2][2:]
+        self._canonical_base: tuple[str, list[bytes]] | None = None
 
     def message_id(self, recipient_key: str) -> str:
         digest = self._id_hash.copy()
@@ -250,7 +259,30 @@ class MessageTemplate:
                 out[i] = text
             for i in html_slots:
                 out[i] = html
+        if self.signer is not None:
+            out[1] = self._signature(values, out[0] + out[1]) + out[1]
         return out
+
+    def _signature(self, values: dict[str, str], header_block: bytes) -> bytes:
+        """DKIM-Signature fields over this message's headers and its body."""
+        assert self.signer is not None
+        view_url = values["view_url"]
+        if self._canonical_base is None or self._canonical_base[0] != view_url:
+            base = self._canonical.copy()
+            text, html = (canonical_body_chunk(v) for v in self._encode(view_url, False))
+            for i in self._view_slots[0]:
+                base[i] = text
+            for i in self._view_slots[1]:
+                base[i] = html
+            self._canonical_base = (view_url, base)
+        body = self._canonical_base[1].copy()
+        for field, text_slots, html_slots in self._fields:
+            text, html = (canonical_body_chunk(v) for v in self._encode(values[field], False))
+            for i in text_slots:
+                body[i] = text
+            for i in html_slots:
+                body[i] = html
+        return self.signer.headers(header_block, body[2:])
 
     def build(self, r: Recipient) -> bytes:
         """The whole message for one recipient, CRLF line ends, not dot-stuffed."""

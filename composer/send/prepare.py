@@ -20,6 +20,7 @@ from composer.issue.load import LoadedIssue, load_issue
 from composer.mail.message import MessageTemplate, personalise
 from composer.render.pipeline import RenderedIssue, render_issue
 from composer.send.recipients import Recipients
+from composer.send.signing import dkim_signer
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def message_template(
         list_id=list_id(settings, prepared.loaded),
         domain=settings.mail_domain,
         subject_prefix=subject_prefix,
+        signer=dkim_signer(settings),
     )
 
 

@@ -133,9 +133,9 @@ def test_two_paths_to_one_database_cannot_send_at_once(
     add_subscribers(30)
     alias = tmp_path / "alias"
     alias.symlink_to(newsletter_home)
-    handler = Handler(delay=0.25)  # the first send lasts about 8 s
+    handler = Handler(delay=0.25)  # one connection: the first send lasts about 8 s
     with running(handler) as server:
-        first = _start_send(newsletter_home, server.env())
+        first = _start_send(newsletter_home, server.env(), "--connections", "1")
         _wait_for(handler, 1, first)
         ways = [
             {"NEWSLETTER_DB": str(alias / "newsletter.db")},
