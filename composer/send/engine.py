@@ -39,6 +39,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -165,6 +166,11 @@ class _Engine:
         self._feed_wake = 0.0
         self._deadline = time.monotonic() + options.max_wait
         self._committing: list[_Link] = []  # the sessions whose commit is in hand
+        # Signed messages are built ahead by helper threads: the signature (RSA, the
+        # body's hash) runs in C without the GIL, on the other core, while the loop
+        # goes on with the sockets.
+        self._pool = ThreadPoolExecutor(2, "sign") if template.signer is not None else None
+        self._built: dict[int, Future[list[bytes] | Result]] = {}
 
     def halt(self, reason: str, error: ComposerError | None = None) -> None:
         if self.reason is None:
@@ -220,6 +226,10 @@ class _Engine:
     # -- a session -----------------------------------------------------------------
 
     def _build(self, item: Delivery) -> list[bytes] | Result:
+        built = self._built.pop(item.subscriber_id, None)
+        return built.result() if built is not None else self._build_now(item)
+
+    def _build_now(self, item: Delivery) -> list[bytes] | Result:
         try:
             return self.template.build_chunks(
                 self.recipients.subscriber(item.subscriber_id, item.email, item.name),
@@ -392,6 +402,8 @@ class _Engine:
                     if link.gen is not None:
                         link.gen.close()
                         link.gen = None
+                if self._pool is not None:
+                    self._pool.shutdown(cancel_futures=True)
                 # The last outcomes are known: give the database a while longer to take
                 # them, or those messages would be reported in doubt.
                 with contextlib.suppress(ComposerError):
@@ -491,6 +503,9 @@ class _Engine:
             if len(self.queue) < 2 * len(live) + 8:
                 batch = store.due(self.issue, self._after, time.time(), BATCH)
                 self.queue.extend(batch)
+                if self._pool is not None:
+                    for d in batch:
+                        self._built[d.subscriber_id] = self._pool.submit(self._build_now, d)
                 if batch:
                     self._after = batch[-1].subscriber_id
                 if len(batch) < BATCH:
