@@ -185,9 +185,7 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
             f"NEWSLETTER_BASE_URL={base_url!r} must be an absolute http(s) URL "
             "such as https://news.example.org"
         )
-    from_address = merged.get("NEWSLETTER_FROM", "").strip() or (
-        "Weekly Update <newsletter@example.org>"
-    )
+    from_address = merged.get("NEWSLETTER_FROM", "").strip() or ("newsletter@example.org")
     if "\r" in from_address or "\n" in from_address or "@" not in from_address:
         raise ConfigError(
             f"NEWSLETTER_FROM={from_address!r} must be one address such as "

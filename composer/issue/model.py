@@ -221,6 +221,11 @@ class Newsletter(_Model):
     theme: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]*$")
     logo: Image | None = None
     footer: Footer
+    reply_to: str | None = Field(
+        None,
+        description="Where replies go (Reply-To), e.g. 'editor@example.org'",
+        pattern=r"^[^@\s<>]+@[^@\s<>]+$",
+    )
 
 
 class Issue(_Model):

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
     PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
-# What we sign, in this order; the last three (and From) once more than they occur.
+# What we sign, in this order (Reply-To even when absent, so none can be added);
+# From and the two unsubscribe headers once more than they occur.
 SIGNED = (
     "from",
     "to",
@@ -48,6 +49,7 @@ SIGNED = (
     "list-id",
     "list-unsubscribe",
     "list-unsubscribe-post",
+    "reply-to",
 )
 OVERSIGNED = ("from", "list-unsubscribe", "list-unsubscribe-post")
 H_TAG = ":".join(SIGNED + OVERSIGNED)

@@ -129,8 +129,16 @@ class MessageTemplate:
         signer: Signer | None = None,
     ) -> None:
         self.signer = signer
+        newsletter = rendered.issue.newsletter
         name, addr = parseaddr(from_address)
-        self.from_header = mailbox(name, addr)
+        # Without a name in NEWSLETTER_FROM, the newsletter's own title.
+        self.from_header = mailbox(name or newsletter.title, addr)
+        reply_to = ""
+        if newsletter.reply_to:
+            try:
+                reply_to = f"Reply-To: {mailbox('', normalise(newsletter.reply_to))}\r\n"
+            except SubscriberError as exc:
+                raise SubscriberError(f"newsletter.reply_to: {exc}") from None
         self.envelope_from = normalise(addr)
         self.domain = domain
         self.slug = rendered.issue.slug
@@ -145,6 +153,7 @@ class MessageTemplate:
             f"Date: {when}\r\n"
             f"List-Id: {header_text(rendered.issue.newsletter.title)} <{list_id}>\r\n"
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+            f"{reply_to}"
             "MIME-Version: 1.0\r\n"
             f'Content-Type: multipart/alternative; boundary="{self._boundary}"\r\n'
         ).encode("ascii")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 from email.headerregistry import Address
@@ -184,3 +185,21 @@ def test_header_text_never_breaks_a_line(text: str) -> None:
 
     out = header_text(text)
     assert "\r" not in out and "\n" not in out and "\x00" not in out and "\u2028" not in out
+
+
+def test_the_from_name_defaults_to_the_newsletters_title_and_reply_to_is_set() -> None:
+    newsletter = RENDERED.issue.newsletter.model_copy(
+        update={"title": "Der Wochenbericht", "reply_to": "Redaktion@Example.org"}
+    )
+    renamed = RENDERED.issue.model_copy(update={"newsletter": newsletter})
+    template = MessageTemplate(
+        dataclasses.replace(RENDERED, issue=renamed),
+        from_address="news@example.org",
+        list_id="x.example.org",
+        domain="example.org",
+    )
+    msg = parse(template.build(recipient()))
+    assert msg["From"] == "Der Wochenbericht <news@example.org>"
+    assert msg["Reply-To"] == "redaktion@example.org"
+    # A name in NEWSLETTER_FROM wins; no reply_to, no Reply-To.
+    assert TEMPLATE.build(recipient()).count(b"Reply-To") == 0
