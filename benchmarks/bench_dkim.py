@@ -60,6 +60,7 @@ def send(n: int, port: int, issue: Path, keys: dict[str, str]) -> float:
         **os.environ,
         "NEWSLETTER_HOME": str(home),
         "SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_ALLOW_TEST_SETUP": "1",
         "SMTP_PORT": str(port),
         "SMTP_SECURITY": "none",
         "NEWSLETTER_SECRET_KEY": "bench",

@@ -149,6 +149,7 @@ def bench_newsletter(n: int, port: int) -> tuple[float, int]:
         **os.environ,
         "NEWSLETTER_HOME": str(home),
         "SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_ALLOW_TEST_SETUP": "1",
         "SMTP_PORT": str(port),
         "SMTP_SECURITY": "none",
         "NEWSLETTER_SECRET_KEY": "bench",

@@ -626,8 +626,9 @@ def send(
 ) -> None:
     """Send an issue to the active subscribers; run again to resume a stopped send."""
     from composer.send.engine import run_send
-    from composer.send.plan import SendOptions, plan_send, send_test_copy
+    from composer.send.plan import SendOptions, build_test_copy, plan_send, send_test_copy
     from composer.send.plan import dry_run as build_all
+    from composer.send.preflight import check_ready
 
     settings = _settings_checked()
     with _errors():
@@ -644,6 +645,12 @@ def send(
         max_wait=max_wait,
     )
     with _errors():
+        if test is not None and dry_run:
+            size = build_test_copy(issue, settings, test)
+            typer.echo(f"dry run: built the test copy to {test} ({size / 1000:.1f} KB); not sent")
+            return
+        if not dry_run:
+            check_ready(settings)
         if test is not None:
             label, result = send_test_copy(issue, settings, test)
             typer.echo(f"test copy to {test} via {label}: {result.kind}: {result.reply}")

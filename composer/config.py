@@ -70,6 +70,8 @@ class Settings:
     dkim_ed25519: tuple[str, Path] | None = None
     dkim_domain: str = ""
     dns_server: str = ""  # host[:port] for DNS look-ups; empty: the system's resolver
+    # Loopback links and example domains allowed in a send (tests on a local server).
+    allow_test_setup: bool = False
 
     @property
     def cache_dir(self) -> Path:
@@ -220,6 +222,7 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         dkim_ed25519=_dkim_pair(merged, home, "DKIM_ED25519_SELECTOR", "DKIM_ED25519_PRIVATE_KEY"),
         dkim_domain=merged.get("DKIM_DOMAIN", "").strip().lower(),
         dns_server=merged.get("NEWSLETTER_DNS_SERVER", "").strip(),
+        allow_test_setup=merged.get("NEWSLETTER_ALLOW_TEST_SETUP", "").strip() == "1",
     )
     log.debug(
         "newsletter folder %s (.env %s); database %s; transport %s",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from composer.config import Settings
 from composer.errors import IssueError, SendError
 from composer.mail.addresses import normalise
+from composer.mail.message import MessageTemplate
 from composer.mail.transport import Result, make_transport
 from composer.send.prepare import Prepared, message_template, prepare
 from composer.send.recipients import Recipients
@@ -113,14 +114,25 @@ def dry_run(plan: SendPlan, settings: Settings, options: SendOptions) -> DryRun:
     return DryRun(n, size)
 
 
-def send_test_copy(spec: str, settings: Settings, address: str) -> tuple[str, Result]:
-    """One copy to ``address``, subject prefixed [TEST]; recorded nowhere."""
+def _test_copy(
+    spec: str, settings: Settings, address: str, wire: bool
+) -> tuple[str, list[bytes], MessageTemplate]:
     prepared = prepare(spec, settings)
     email = normalise(address)
     template = message_template(settings, prepared, subject_prefix="[TEST] ")
-    transport = make_transport(settings)
     recipient = Recipients(settings, prepared.slug).test_copy(email)
-    chunks = template.build_chunks(recipient, wire=transport.wire)
+    return email, template.build_chunks(recipient, wire=wire), template
+
+
+def build_test_copy(spec: str, settings: Settings, address: str) -> int:
+    """The test copy's size, built and signed as it would be sent; nothing sent."""
+    return sum(map(len, _test_copy(spec, settings, address, wire=False)[1]))
+
+
+def send_test_copy(spec: str, settings: Settings, address: str) -> tuple[str, Result]:
+    """One copy to ``address``, subject prefixed [TEST]; recorded nowhere."""
+    transport = make_transport(settings)
+    email, chunks, template = _test_copy(spec, settings, address, transport.wire)
     conn = transport.connect()
     try:
         result = conn.send(template.envelope_from, email, chunks)

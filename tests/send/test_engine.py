@@ -130,6 +130,7 @@ def server(reply: Reply = _whole, stall_first: bool = False) -> Iterator[Log]:
 def _env(port: int, **extra: str) -> dict[str, str]:
     return {
         "SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_ALLOW_TEST_SETUP": "1",
         "SMTP_PORT": str(port),
         "SMTP_SECURITY": "none",
         "SMTP_TIMEOUT": "10",

@@ -105,6 +105,7 @@ def scripted() -> Iterator[Scripted]:
 def _env(port: int) -> dict[str, str]:
     return {
         "SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_ALLOW_TEST_SETUP": "1",
         "SMTP_PORT": str(port),
         "SMTP_SECURITY": "none",
         "SMTP_TIMEOUT": "5",

@@ -258,7 +258,15 @@ def test_a_refused_first_connection_is_tried_again(
     addresses = add_subscribers(2)
     handler = Handler()
     port = free_port()
-    use(monkeypatch, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_SECURITY": "none"})
+    use(
+        monkeypatch,
+        {
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(port),
+            "SMTP_SECURITY": "none",
+            "NEWSLETTER_ALLOW_TEST_SETUP": "1",
+        },
+    )
     from tests.smtp_server import Server
 
     server = Server(handler)

@@ -238,6 +238,7 @@ def test_a_server_that_never_answers(
             monkeypatch,
             {
                 "SMTP_HOST": "127.0.0.1",
+                "NEWSLETTER_ALLOW_TEST_SETUP": "1",
                 "SMTP_PORT": str(port),
                 "SMTP_SECURITY": "none",
                 "SMTP_TIMEOUT": "0.3",
