@@ -751,6 +751,29 @@ def _settings_checked() -> Settings:
 
 
 @app.command()
+def doctor(
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Local checks only: no DNS, no https.")
+    ] = False,
+) -> None:
+    """Say whether this newsletter is ready to send, check by check, with how to fix each.
+
+    Settings, DKIM keys and their DNS records, SPF, DMARC, the unsubscribe mailbox,
+    the one-click unsubscribe endpoint over https, the latest issue. Exit 1 if
+    something needs fixing."""
+    from composer.send.doctor import doctor as run_doctor
+
+    settings = _settings_checked()
+    with _errors():
+        checks = run_doctor(settings, offline)
+    marks = {True: "ok ", False: "FIX", None: " - "}
+    for check in checks:
+        typer.echo(f"{marks[check.ok]}  {check.name}: {check.detail}")
+    if any(check.ok is False for check in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
 def status(issue: IssueArg) -> None:
     """Show an issue's delivery log: counts by state, failures and in-doubt messages."""
     from composer.send.status import status as issue_status

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.dns_server import dns_server  # noqa: F401 (a fixture for every test module)
+
 REPO = Path(__file__).resolve().parent.parent
 SEED_ISSUE = REPO / "issues" / "2025-04-16.yaml"
 SEED_TEXT = Path(__file__).resolve().parent / "data" / "weekly-update-2025-04-16.txt"

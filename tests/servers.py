@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +79,50 @@ def raw_get(port: int, path: str, host: str | None = None) -> tuple[int, bytes]:
             data += chunk
     status = int(data.split(b" ", 2)[1])
     return status, data
+
+
+@contextlib.contextmanager
+def tls_front(target: int, context: ssl.SSLContext) -> Iterator[int]:
+    """An https front on 127.0.0.1 for a plain server on ``target`` (as a
+    deployment's https server is in front of `newsletter serve`)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+    port = int(listener.getsockname()[1])
+    stop = threading.Event()
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def serve(raw: socket.socket) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            client = context.wrap_socket(raw, server_side=True)
+            upstream = socket.create_connection(("127.0.0.1", target))
+            back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+            back.start()
+            pump(client, upstream)
+            back.join(10)
+            client.close()
+            upstream.close()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(raw,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

@@ -36,41 +36,50 @@ def aligned(from_domain: str, dkim_domain: str) -> bool:
 
 def check_ready(settings: Settings) -> None:
     """SendError naming the first setting that would make a real send go wrong."""
-    if not settings.uses_smtp:
-        return  # the local outbox: nothing leaves this machine
+    found = problems(settings) if settings.uses_smtp else []
+    if found:
+        raise SendError(found[0])
+
+
+def problems(settings: Settings) -> list[str]:
+    """Every setting that would make a send to a real relay go wrong, one line each
+    with what to do."""
+    out = []
     testing = settings.allow_test_setup
     url = urlsplit(settings.base_url)
     host = (url.hostname or "").lower()
     if url.scheme != "https" and not (testing and host in _LOOPBACK):
-        raise SendError(
+        out.append(
             f"NEWSLETTER_BASE_URL={settings.base_url} is not https: the unsubscribe and "
             "view-in-browser links must reach `newsletter serve` over https; set it to the "
             "public https address of your server"
         )
-    if host in _LOOPBACK and not testing:
-        raise SendError(
+    elif host in _LOOPBACK and not testing:
+        out.append(
             f"NEWSLETTER_BASE_URL={settings.base_url} points at this machine; set it to the "
             "public https address of your server"
         )
     from_domain = settings.mail_domain
     if reserved_domain(from_domain) and not testing:
-        raise SendError(
+        out.append(
             f"NEWSLETTER_FROM={settings.from_address} is not a real sender ({from_domain} "
             "is reserved); set it to an address at your own domain"
         )
     if settings.dkim_rsa or settings.dkim_ed25519:
         dkim_domain = settings.dkim_domain or from_domain
         if not aligned(from_domain, dkim_domain):
-            raise SendError(
+            out.append(
                 f"DKIM_DOMAIN={dkim_domain} is not aligned with the From domain {from_domain}: "
                 "receivers' DMARC checks would fail; sign with the From domain (or a parent)"
             )
     try:
         mailbox = normalise(settings.unsubscribe_mailbox)
     except SubscriberError as exc:
-        raise SendError(f"NEWSLETTER_UNSUBSCRIBE_MAILTO: {exc}") from None
-    if reserved_domain(domain_of(mailbox)) and not testing:
-        raise SendError(
-            f"the List-Unsubscribe mailto address {mailbox} is at a reserved domain; set "
-            "NEWSLETTER_UNSUBSCRIBE_MAILTO to a mailbox you read (or fix NEWSLETTER_FROM)"
-        )
+        out.append(f"NEWSLETTER_UNSUBSCRIBE_MAILTO: {exc}")
+    else:
+        if reserved_domain(domain_of(mailbox)) and not testing:
+            out.append(
+                f"the List-Unsubscribe mailto address {mailbox} is at a reserved domain; set "
+                "NEWSLETTER_UNSUBSCRIBE_MAILTO to a mailbox you read (or fix NEWSLETTER_FROM)"
+            )
+    return out

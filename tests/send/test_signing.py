@@ -4,25 +4,17 @@ headers, and stops verifying when a signed part is altered."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dkim
 import pytest
 
+from tests.dns_server import Start
 from tests.helpers import run, write_issue
 from tests.send.test_send import add_subscribers, use
-from tests.smtp_server import Handler, free_port, running
-
-DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-REQUIRE_DNS = os.environ.get("NEWSLETTER_REQUIRE_DNS") == "1"
+from tests.smtp_server import Handler, running
 
 
 def _keygen(monkeypatch: pytest.MonkeyPatch, kind: str, selector: str) -> str:
@@ -167,61 +159,13 @@ def test_dkim_check_a_built_message_against_given_records(
     assert "a signed header was changed" in bad.stdout
 
 
-@pytest.fixture
-def dns_server(tmp_path: Path) -> Iterator[Callable[[dict[bytes, bytes]], int]]:
-    """Starts Debian's dnsmasq on 127.0.0.1 serving the given TXT records (and
-    nothing else: no upstream, no hosts file); stops it after the test."""
-    if not Path(DNSMASQ).exists():
-        if REQUIRE_DNS:
-            raise RuntimeError(f"{DNSMASQ} is missing: apt-get install dnsmasq-base")
-        pytest.skip("DNS test skipped: dnsmasq is missing (apt-get install dnsmasq-base)")
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(records: dict[bytes, bytes]) -> int:
-        port = free_port()
-        conf = tmp_path / "dnsmasq.conf"
-        lines = ["no-resolv", "no-hosts", "bind-interfaces", "listen-address=127.0.0.1"]
-        # Authoritative for the records' domains: other names there are NXDOMAIN.
-        lines += sorted(
-            {f"local=/{n.decode().rstrip('.').split('._domainkey.')[-1]}/" for n in records}
-        )
-        for name, text in records.items():
-            # A TXT string holds 255 bytes at most: a long record is several strings.
-            parts = [text[i : i + 250].decode() for i in range(0, len(text), 250)]
-            lines.append(f"txt-record={name.decode().rstrip('.')},{','.join(parts)}")
-        conf.write_text("\n".join(lines) + "\n")
-        user = ["--user=nobody"] if os.geteuid() == 0 else []
-        proc = subprocess.Popen(
-            [DNSMASQ, "--keep-in-foreground", f"--conf-file={conf}", f"--port={port}", *user],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        procs.append(proc)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # until it answers a query
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(0.2)
-                query = b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01"
-                s.sendto(query, ("127.0.0.1", port))
-                with contextlib.suppress(OSError):
-                    s.recvfrom(512)
-                    return port
-        raise RuntimeError("dnsmasq did not answer")
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait()
-
-
 def test_dkim_check_against_published_records(
     monkeypatch: pytest.MonkeyPatch,
     newsletter_home: Path,
     keys: dict[bytes, bytes],
-    dns_server: Callable[[dict[bytes, bytes]], int],
+    dns_server: Start,
 ) -> None:
-    port = dns_server(keys)
+    port = dns_server(txt={k.decode(): v.decode() for k, v in keys.items()}, zones=["example.org"])
     monkeypatch.setenv("NEWSLETTER_DNS_SERVER", f"127.0.0.1:{port}")
     assert run("build", "2025-04-16").exit_code == 0
     result = run("dkim", "check", "build/2025-04-16/email.eml")
