@@ -130,6 +130,24 @@ def test_starttls_with_a_verified_certificate_and_auth(
     assert len(handler.recipients()) == 3
 
 
+def test_many_messages_over_tls_on_every_connection(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path, tmp_path: Path
+) -> None:
+    """The engine's non-blocking TLS path (partial writes, records already
+    decrypted and waiting): 60 messages of 99 KB over 4 STARTTLS connections."""
+    addresses = add_subscribers(60)
+    handler = Handler()
+    with auth_server(monkeypatch, tmp_path, handler, "s3cret", "s3cret"):
+        result = run("send", "2025-04-16", "--yes", "--connections", "4")
+    assert result.exit_code == 0, result.output
+    assert handler.recipients() == {a: 1 for a in addresses}
+    assert counts(newsletter_home) == {"sent": 60}
+    sizes = {len(m.content) for m in handler.received}
+    assert min(sizes) > 90_000  # whole messages, not cut anywhere
+    for m in handler.received:
+        assert m.content.rstrip().endswith(b"--")  # the closing MIME boundary
+
+
 def test_a_wrong_certificate_is_refused(
     monkeypatch: pytest.MonkeyPatch, newsletter_home: Path, tmp_path: Path
 ) -> None:
