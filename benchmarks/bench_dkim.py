@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import sys
 from pathlib import Path
 
-from bench_send import BIN, ensure_postfix, free_port, make_home, start_sink
-from bench_wire import ISSUES, run
+from bench_send import ensure_postfix, free_port, make_home, start_sink
+from bench_wire import ISSUES, ours
 from common import median_seconds
 
 
@@ -54,24 +53,7 @@ def per_message(home: Path, issue: Path, env: dict[str, str]) -> float:
 
 
 def send(n: int, port: int, issue: Path, keys: dict[str, str]) -> float:
-    home = make_home(n)
-    shutil.copy(issue, home / "issues")
-    env = {
-        **os.environ,
-        "NEWSLETTER_HOME": str(home),
-        "SMTP_HOST": "127.0.0.1",
-        "NEWSLETTER_ALLOW_TEST_SETUP": "1",
-        "SMTP_PORT": str(port),
-        "SMTP_SECURITY": "none",
-        "NEWSLETTER_SECRET_KEY": "bench",
-        **keys,
-    }
-    wall, _, out = run(
-        [str(BIN / "newsletter"), "send", issue.stem, "--yes", "--connections", "4"], env, home
-    )
-    assert f"{n:,} sent" in out, out
-    shutil.rmtree(home)
-    return n / wall
+    return ours(n, port, issue, keys)[0]
 
 
 def main() -> None:

@@ -18,7 +18,15 @@ import subprocess
 import sys
 import time
 
-from bench_send import BIN, ensure_postfix, free_port, make_home, start_sink, timed_child
+from bench_send import (
+    BIN,
+    ensure_postfix,
+    free_port,
+    make_home,
+    send_env,
+    start_sink,
+    timed_child,
+)
 
 PROXY = r"""
 import asyncio, sys, time
@@ -62,16 +70,7 @@ asyncio.run(main())
 
 def send_rate(n: int, port: int, ahead: bool) -> float:
     home = make_home(n)
-    env = {
-        **os.environ,
-        "NEWSLETTER_HOME": str(home),
-        "SMTP_HOST": "127.0.0.1",
-        "NEWSLETTER_ALLOW_TEST_SETUP": "1",
-        "SMTP_PORT": str(port),
-        "SMTP_SECURITY": "none",
-        "NEWSLETTER_SECRET_KEY": "bench",
-        "SMTP_PIPELINE_AHEAD": "on" if ahead else "off",
-    }
+    env = send_env(home, port, SMTP_PIPELINE_AHEAD="on" if ahead else "off")
     _, _, out = timed_child(
         [str(BIN / "newsletter"), "send", "2025-04-16", "--yes", "--connections", "4"], env, home
     )

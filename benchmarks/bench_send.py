@@ -143,17 +143,23 @@ def bench_build(home: Path) -> float:
     return median_seconds(batch, 15, warmup=2) / len(recipients) * 1e6
 
 
-def bench_newsletter(n: int, port: int) -> tuple[float, int]:
-    home = make_home(n)
-    env = {
+def send_env(home: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a `newsletter send` from ``home`` to the sink on ``port``."""
+    return {
         **os.environ,
         "NEWSLETTER_HOME": str(home),
         "SMTP_HOST": "127.0.0.1",
-        "NEWSLETTER_ALLOW_TEST_SETUP": "1",
         "SMTP_PORT": str(port),
         "SMTP_SECURITY": "none",
         "NEWSLETTER_SECRET_KEY": "bench",
+        "NEWSLETTER_ALLOW_TEST_SETUP": "1",  # example.org, loopback links: a local sink
+        **extra,
     }
+
+
+def bench_newsletter(n: int, port: int) -> tuple[float, int]:
+    home = make_home(n)
+    env = send_env(home, port)
     elapsed, rss, out = timed_child(
         [str(BIN / "newsletter"), "send", "2025-04-16", "--yes", "--connections", "4"], env, home
     )
