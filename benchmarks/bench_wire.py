@@ -58,7 +58,8 @@ def run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, 
     return elapsed, usage.ru_utime + usage.ru_stime, out
 
 
-def wire_size(home: Path, slug: str) -> int:
+def wire_size(home: Path, slug: str, eight_bit: bool = True) -> int:
+    """Bytes of one message as sent to smtp-sink (which offers 8BITMIME)."""
     from composer.config import load_settings
     from composer.send.prepare import message_template, prepare
     from composer.send.recipients import Recipients
@@ -66,7 +67,8 @@ def wire_size(home: Path, slug: str) -> int:
     settings = load_settings(home, env={})
     prepared = prepare(str(home / "issues" / f"{slug}.yaml"), settings)
     tpl = message_template(settings, prepared)
-    return sum(map(len, tpl.build_chunks(Recipients(settings, slug).sample(), wire=True)))
+    sample = Recipients(settings, slug).sample()
+    return sum(map(len, tpl.build_chunks(sample, wire=True, eight_bit=eight_bit)))
 
 
 def ours(

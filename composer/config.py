@@ -60,6 +60,7 @@ class Settings:
     smtp_data_timeout: float = 600.0  # for the reply to the final "." (RFC 5321 4.5.3.2.6)
     smtp_connect_attempts: int = 4  # tries of a send's first connection, with backoff
     smtp_pipeline_ahead: bool = True  # next MAIL/RCPT/DATA with the final "." (RFC 2920)
+    smtp_8bitmime: bool = True  # 8bit bodies where the relay offers 8BITMIME (RFC 6152)
     db_wait: float = 600.0  # how long to wait for a database another process holds locked
     # Earlier keys, still accepted for links already in inboxes after a rotation.
     old_secret_keys: tuple[Secret, ...] = ()
@@ -213,6 +214,8 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         smtp_data_timeout=_positive(merged, "SMTP_DATA_TIMEOUT", 600.0),
         smtp_connect_attempts=max(1, _int(merged, "SMTP_CONNECT_ATTEMPTS", 4)),
         smtp_pipeline_ahead=merged.get("SMTP_PIPELINE_AHEAD", "on").strip().lower()
+        not in ("0", "off", "no", "false"),
+        smtp_8bitmime=merged.get("SMTP_8BITMIME", "on").strip().lower()
         not in ("0", "off", "no", "false"),
         db_wait=_positive(merged, "NEWSLETTER_DB_WAIT", 600.0),
         old_secret_keys=tuple(Secret(k) for k in keys[1:]),

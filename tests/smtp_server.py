@@ -39,6 +39,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     content: bytes
+    mail_options: list[str] = field(default_factory=list)
 
     def message(self) -> email.message.EmailMessage:
         message = email.message_from_bytes(self.content, policy=email.policy.SMTP)
@@ -49,6 +50,7 @@ class Received:
 @dataclass
 class Handler:
     pipelining: bool = True
+    eight_bit: bool = True  # offer 8BITMIME (aiosmtpd does by default)
     faults: dict[str, list[str]] = field(default_factory=dict)
     delay: float = 0.0  # seconds per message, to make runs long enough to interrupt
     mail_reply: str | None = None
@@ -76,6 +78,10 @@ class Handler:
         session.host_name = hostname
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
+        if not self.eight_bit:
+            responses = [r for r in responses if "8BITMIME" not in r.upper()]
+            last = responses[-1]
+            responses[-1] = last[:3] + " " + last[4:]  # the last line ends the reply
         return responses
 
     async def handle_RCPT(
@@ -115,6 +121,8 @@ class Handler:
     ) -> str:
         if self.mail_reply is not None:
             return self.mail_reply
+        if "BODY=8BITMIME" in (o.upper() for o in mail_options) and not self.eight_bit:
+            return "555 5.5.4 BODY=8BITMIME is not offered here"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -127,9 +135,19 @@ class Handler:
             if action.startswith("data:"):  # refused at the end of its data
                 return str(action.removeprefix("data:"))
         content = envelope.original_content or b""
+        eight_bit_body = "BODY=8BITMIME" in (o.upper() for o in envelope.mail_options)
+        if not eight_bit_body and any(byte > 127 for byte in content):
+            return "554 5.6.1 8-bit data without BODY=8BITMIME"
+        if max(map(len, content.split(b"\r\n")), default=0) > 998:
+            return "554 5.6.0 a line longer than 998 octets"
         with self.lock:
             self.received.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+                Received(
+                    str(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    content,
+                    list(envelope.mail_options),
+                )
             )
         actions = envelope.__dict__.get("actions", {})
         if self.delay:

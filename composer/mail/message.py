@@ -28,7 +28,7 @@ from email.utils import format_datetime, parseaddr
 from composer.errors import SubscriberError
 from composer.mail.addresses import normalise
 from composer.mail.dkim import Signer, canonical_body_chunk
-from composer.render.fields import fill, split
+from composer.render.fields import TOKEN_RE, fill, split
 from composer.render.pipeline import RenderedIssue
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -157,152 +157,288 @@ class MessageTemplate:
             "MIME-Version: 1.0\r\n"
             f'Content-Type: multipart/alternative; boundary="{self._boundary}"\r\n'
         ).encode("ascii")
-        b = self._boundary.encode()
-        text_head = (
-            b"--" + b + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-        )
-        html_head = (
-            b"\r\n--" + b + b"\r\nContent-Type: text/html; charset=utf-8\r\n"
-            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-        )
-        self._prepare(
-            [
-                b"\r\nThis is a multi-part message in MIME format.\r\n\r\n",
-                text_head,
-                *self._segments(rendered.text, False),
-                html_head,
-                *self._segments(rendered.html, True),
-                b"\r\n--" + b + b"--\r\n",
-            ]
-        )
-
-    @staticmethod
-    def _segments(body: str, in_html: bool) -> list[_Part]:
-        parts: list[_Part] = []
-        pieces = split(body)
-        for i, piece in enumerate(pieces):
-            if i % 2:
-                parts.append((piece, in_html))
-            elif piece:
-                encoded = _qp(piece)
-                if i + 1 < len(pieces):
-                    encoded += b"=\r\n"
-                parts.append(encoded)
-        return parts
-
-    def _prepare(self, body: list[_Part]) -> None:
-        """Static bytes in a list, and where each field's values go."""
-        self._parts: list[bytes] = [b"", b""]  # headers go in the first two slots
-        slots: dict[str, tuple[list[int], list[int]]] = {}  # field -> (text, html) indexes
-        for part in body:
-            if isinstance(part, bytes):
-                self._parts.append(part)
-            else:
-                field, in_html = part
-                slots.setdefault(field, ([], []))[in_html].append(len(self._parts))
-                self._parts.append(b"")
-        self._fields = [(f, t, h) for f, (t, h) in slots.items() if f != "view_url"]
-        self._view_slots = slots.get("view_url", ([], []))
-        # The SMTP wire form: every chunk starts at a line start, so each can be
-        # dot-stuffed on its own, once per issue for the static ones.
-        self._wire_parts = [_dot_stuff(p) for p in self._parts] + [b".\r\n"]
         self._id_hash = hashlib.sha256(f"{self.list_id}\x00{self.slug}\x00".encode())
-        self._bases: dict[bool, tuple[str, list[bytes]]] = {}
-        # For DKIM: the body's chunks canonicalised once (the first loses the blank
-        # line that ends the header); per-subscriber values are done per message.
-        self._canonical = [b"", b"", *(canonical_body_chunk(p) for p in self._parts[2:])]
-        if self._canonical[2].startswith(b"\r\n"):
-            self._canonical[2] = self._canonical[2][2:]
-        self._canonical_base: tuple[str, list[bytes]] | None = None
+        self._rendered = rendered
+        self._forms: dict[bool, _Form | None] = {}
+
+    def form(self, eight_bit: bool) -> _Form:
+        """The body in one of its encodings, prepared once: quoted-printable (7bit)
+        or, for relays that offer 8BITMIME, 8bit (smaller: no ``=3D`` for every
+        ``=`` of every style attribute)."""
+        if eight_bit not in self._forms:
+            self._forms[eight_bit] = _Form.make(self._rendered, self._boundary, eight_bit)
+        made = self._forms[eight_bit]
+        if made is None:  # a line with nowhere to break it: 7bit after all
+            return self.form(False)
+        return made
+
+    def can_send_8bit(self) -> bool:
+        """Whether the 8bit form exists (every long line could be folded)."""
+        return self.form(True).eight_bit
 
     def message_id(self, recipient_key: str) -> str:
         digest = self._id_hash.copy()
         digest.update(recipient_key.encode())
         return f"<{self.slug}.{digest.hexdigest()[:24]}@{self.domain}>"
 
-    @staticmethod
-    def _encode(value: str, wire: bool) -> tuple[bytes, bytes]:
-        """A value QP-encoded as (in text, in HTML), each ending in a soft break."""
-        text = _qp(value) + b"=\r\n"
-        escaped = _html_value(value)
-        html = text if escaped is value else _qp(escaped) + b"=\r\n"
-        if wire:
-            text = _dot_stuff(text)
-            html = text if escaped is value else _dot_stuff(html)
-        return text, html
-
-    def _base(self, view_url: str, wire: bool) -> list[bytes]:
-        """The parts with the view-in-browser link (the same for everyone) filled in."""
-        cached = self._bases.get(wire)
-        if cached is None or cached[0] != view_url:
-            base = (self._wire_parts if wire else self._parts).copy()
-            base[0] = self._static_headers
-            text, html = self._encode(view_url, wire)
-            for i in self._view_slots[0]:
-                base[i] = text
-            for i in self._view_slots[1]:
-                base[i] = html
-            cached = self._bases[wire] = (view_url, base)
-        return cached[1]
-
-    def build_chunks(self, r: Recipient, wire: bool = False) -> list[bytes]:
+    def build_chunks(
+        self, r: Recipient, wire: bool = False, eight_bit: bool = False
+    ) -> list[bytes]:
         """The message for one recipient as chunks to write in order.
 
         The static chunks are shared, not copied: transports hand the list to
         ``socket.sendmsg`` or ``writelines``, so nobody copies the 60-100 KB
         body per message. ``wire=True`` gives the SMTP DATA form: dot-stuffed
-        and ending with the lone ``.`` line.
+        and ending with the lone ``.`` line. ``eight_bit``: the 8bit form (only
+        for a relay that offers 8BITMIME, with ``BODY=8BITMIME``).
         """
+        form = self.form(eight_bit)
         values = field_values(r)
-        out = self._base(values["view_url"], wire).copy()
+        out = form.base(self._static_headers, values["view_url"], wire).copy()
         out[1] = (
             f"To: {_mailbox(values['name'], values['email'])}\r\n"
             f"Message-ID: {self.message_id(r.key)}\r\n"
             f"List-Unsubscribe: <{values['unsubscribe_url']}>,\r\n"
             f" <{_url(r.unsubscribe_mailto)}>\r\n"
         ).encode("ascii")
-        for field, text_slots, html_slots in self._fields:
-            text, html = self._encode(values[field], wire)
-            for i in text_slots:
-                out[i] = text
-            for i in html_slots:
-                out[i] = html
+        form.fill(out, values, wire)
         if self.signer is not None:
-            out[1] = self._signature(values, out[0] + out[1]) + out[1]
+            body = form.canonical_body(values)
+            out[1] = self.signer.headers(out[0] + out[1], body) + out[1]
         return out
-
-    def _signature(self, values: dict[str, str], header_block: bytes) -> bytes:
-        """DKIM-Signature fields over this message's headers and its body."""
-        assert self.signer is not None
-        view_url = values["view_url"]
-        if self._canonical_base is None or self._canonical_base[0] != view_url:
-            base = self._canonical.copy()
-            text, html = (canonical_body_chunk(v) for v in self._encode(view_url, False))
-            for i in self._view_slots[0]:
-                base[i] = text
-            for i in self._view_slots[1]:
-                base[i] = html
-            self._canonical_base = (view_url, base)
-        body = self._canonical_base[1].copy()
-        for field, text_slots, html_slots in self._fields:
-            text, html = (canonical_body_chunk(v) for v in self._encode(values[field], False))
-            for i in text_slots:
-                body[i] = text
-            for i in html_slots:
-                body[i] = html
-        return self.signer.headers(header_block, body[2:])
 
     def build(self, r: Recipient) -> bytes:
         """The whole message for one recipient, CRLF line ends, not dot-stuffed."""
         return b"".join(self.build_chunks(r))
 
 
-def _dot_stuff(chunk: bytes) -> bytes:
-    """RFC 5321 4.5.2 for a chunk that starts at a line start."""
+class _Form:
+    """One encoding of an issue's body: its static chunks, where each field's values
+    go, and what DKIM needs, prepared once per issue."""
+
+    def __init__(self, body: list[_Part], eight_bit: bool) -> None:
+        self.eight_bit = eight_bit
+        self.parts: list[bytes] = [b"", b""]  # headers go in the first two slots
+        # Whether each chunk starts a line: the wire form's dot-stuffing needs it. In
+        # quoted-printable every chunk does (each static one ends in a soft break);
+        # in 8bit a value lands where its token was, often mid-line.
+        self.line_start: list[bool] = [True, True]
+        slots: dict[str, tuple[list[int], list[int]]] = {}  # field -> (text, html) indexes
+        for part in body:
+            previous = self.parts[-1]
+            starts = not eight_bit or previous.endswith(b"\n") or len(self.parts) == 2
+            if isinstance(part, bytes):
+                self.parts.append(part)
+            else:
+                field, in_html = part
+                slots.setdefault(field, ([], []))[in_html].append(len(self.parts))
+                self.parts.append(b"")
+            self.line_start.append(starts)
+        self.fields = [(f, t, h) for f, (t, h) in slots.items() if f != "view_url"]
+        self.view_slots = slots.get("view_url", ([], []))
+        self.wire_parts = [
+            _dot_stuff(p, start) for p, start in zip(self.parts, self.line_start, strict=True)
+        ] + [b".\r\n"]
+        self._bases: dict[bool, tuple[str, list[bytes]]] = {}
+        # For DKIM: the body's chunks canonicalised once (the first loses the blank
+        # line that ends the header); per-subscriber values are done per message.
+        self.canonical = [b"", b"", *(canonical_body_chunk(p) for p in self.parts[2:])]
+        if self.parts[2].startswith(b"\r\n"):
+            self.canonical[2] = self.canonical[2][2:]
+        self._canonical_base: tuple[str, list[bytes], list[bytes]] | None = None
+
+    @classmethod
+    def make(cls, rendered: RenderedIssue, boundary: str, eight_bit: bool) -> _Form | None:
+        b = boundary.encode()
+        cte = b"8bit" if eight_bit else b"quoted-printable"
+        text_head = (
+            b"--" + b + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: " + cte + b"\r\n\r\n"
+        )
+        html_head = (
+            b"\r\n--" + b + b"\r\nContent-Type: text/html; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: " + cte + b"\r\n\r\n"
+        )
+        segments = []
+        for body, in_html in ((rendered.text, False), (rendered.html, True)):
+            if eight_bit:
+                folded = fold_lines(body.replace("\r\n", "\n"), in_html)
+                if folded is None:
+                    return None
+                segments.append(_segments_8bit(folded, in_html))
+            else:
+                segments.append(_segments_qp(body, in_html))
+        return cls(
+            [
+                b"\r\nThis is a multi-part message in MIME format.\r\n\r\n",
+                text_head,
+                *segments[0],
+                html_head,
+                *segments[1],
+                b"\r\n--" + b + b"--\r\n",
+            ],
+            eight_bit,
+        )
+
+    def encode(self, value: str) -> tuple[bytes, bytes]:
+        """A value as (in text, in HTML), not dot-stuffed. In quoted-printable each
+        ends in a soft break, so that what follows starts a line."""
+        escaped = _html_value(value)
+        if self.eight_bit:
+            text = value.encode()
+            return text, text if escaped is value else escaped.encode()
+        text = _qp(value) + b"=\r\n"
+        return text, text if escaped is value else _qp(escaped) + b"=\r\n"
+
+    def _put(self, out: list[bytes], field: str, value: str, wire: bool) -> None:
+        text, html = self.encode(value)
+        text_slots, html_slots = self._slots(field)
+        for i in text_slots:
+            out[i] = _dot_stuff(text, self.line_start[i]) if wire else text
+        for i in html_slots:
+            out[i] = _dot_stuff(html, self.line_start[i]) if wire else html
+
+    def _slots(self, field: str) -> tuple[list[int], list[int]]:
+        if field == "view_url":
+            return self.view_slots
+        for f, text_slots, html_slots in self.fields:
+            if f == field:
+                return text_slots, html_slots
+        return [], []
+
+    def base(self, headers: bytes, view_url: str, wire: bool) -> list[bytes]:
+        """The parts with the view-in-browser link (the same for everyone) filled in."""
+        cached = self._bases.get(wire)
+        if cached is None or cached[0] != view_url:
+            base = (self.wire_parts if wire else self.parts).copy()
+            base[0] = headers
+            self._put(base, "view_url", view_url, wire)
+            cached = self._bases[wire] = (view_url, base)
+        return cached[1]
+
+    def fill(self, out: list[bytes], values: dict[str, str], wire: bool) -> None:
+        for field, _, _ in self.fields:
+            self._put(out, field, values[field], wire)
+
+    def canonical_body(self, values: dict[str, str]) -> list[bytes]:
+        """The body relaxed-canonicalised (RFC 6376 3.4.4), as chunks, for DKIM.
+
+        Chunk by chunk equals the whole as long as no boundary has whitespace on
+        both sides (or whitespace before a line break): our values never start or
+        end with whitespace, but an empty one can bring two static chunks together;
+        those are joined and done again."""
+        view_url = values["view_url"]
+        if self._canonical_base is None or self._canonical_base[0] != view_url:
+            raw = self.parts.copy()
+            self._put(raw, "view_url", view_url, False)
+            canonical = self.canonical.copy()
+            for i in (*self.view_slots[0], *self.view_slots[1]):
+                canonical[i] = canonical_body_chunk(raw[i])
+            self._canonical_base = (view_url, raw, canonical)
+        raw = self._canonical_base[1].copy()
+        canonical = self._canonical_base[2].copy()
+        for field, text_slots, html_slots in self.fields:
+            text, html = self.encode(values[field])
+            for i in text_slots:
+                raw[i], canonical[i] = text, canonical_body_chunk(text)
+            for i in html_slots:
+                raw[i], canonical[i] = html, canonical_body_chunk(html)
+        raw[2] = raw[2][2:] if raw[2].startswith(b"\r\n") else raw[2]
+        chunks: list[bytes] = []
+        last = b""
+        for part, done in zip(raw[2:], canonical[2:], strict=True):
+            if not part:
+                continue
+            if last[-1:] in (b" ", b"\t") and part[:1] in (b" ", b"\t", b"\r"):
+                last += part
+                chunks[-1] = canonical_body_chunk(last)
+                continue
+            chunks.append(done)
+            last = part
+        return chunks
+
+
+def _segments_qp(body: str, in_html: bool) -> list[_Part]:
+    parts: list[_Part] = []
+    pieces = split(body)
+    for i, piece in enumerate(pieces):
+        if i % 2:
+            parts.append((piece, in_html))
+        elif piece:
+            encoded = _qp(piece)
+            if i + 1 < len(pieces):
+                encoded += b"=\r\n"
+            parts.append(encoded)
+    return parts
+
+
+def _segments_8bit(body: str, in_html: bool) -> list[_Part]:
+    parts: list[_Part] = []
+    for i, piece in enumerate(split(body)):
+        if i % 2:
+            parts.append((piece, in_html))
+        elif piece:
+            parts.append(piece.replace("\n", "\r\n").encode())
+    return parts
+
+
+# Room kept on a line for each per-subscriber value (its token is short): the
+# longest URL or address we put in a body is well under this.
+_VALUE_ROOM = 320
+_LINE_LIMIT = 990  # octets before CRLF; RFC 5321 allows 998
+
+
+def _weight(line: str) -> int:
+    tokens = len(TOKEN_RE.findall(line))
+    return len(TOKEN_RE.sub("", line).encode()) + tokens * _VALUE_ROOM
+
+
+def fold_lines(text: str, html: bool) -> str | None:
+    """``text`` with every line short enough for 8bit transfer once its values are
+    in: a long line is broken at a space, and the line break shows as the space it
+    replaces (in HTML, only a space outside attribute values, in text or between a
+    tag's attributes). None if a line has no such space."""
+    out = []
+    for line in text.split("\n"):
+        while _weight(line) > _LINE_LIMIT:
+            cut = _break_at(line, html)
+            if cut is None:
+                return None
+            out.append(line[:cut])
+            line = line[cut + 1 :]
+        out.append(line)
+    return "\n".join(out)
+
+
+def _break_at(line: str, html: bool) -> int | None:
+    """The last space in ``line`` that may become a line break and leaves a first
+    part within the limit."""
+    spaces = []
+    in_tag = False
+    quote = ""
+    for i, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = ""
+        elif html and char == "<":
+            in_tag = True
+        elif html and char == ">":
+            in_tag = False
+        elif html and in_tag and char in "\"'":
+            quote = char
+        elif char == " ":
+            spaces.append(i)
+    for i in reversed(spaces):
+        if i > 0 and _weight(line[:i]) <= _LINE_LIMIT:
+            return i
+    return None
+
+
+def _dot_stuff(chunk: bytes, line_start: bool = True) -> bytes:
+    """RFC 5321 4.5.2 for a chunk; its first "." only when the chunk starts a line."""
     if b"\n." in chunk:
         chunk = chunk.replace(b"\r\n.", b"\r\n..")
-    return b"." + chunk if chunk[:1] == b"." else chunk
+    return b"." + chunk if line_start and chunk[:1] == b"." else chunk
 
 
 _HTML_SPECIAL_RE = re.compile(r"[&<>\"']")

@@ -77,6 +77,7 @@ Commit = Callable[[], None]
 
 class Connection(Protocol):
     wire: bool  # whether transactions take the SMTP DATA form (dot-stuffed, final ".")
+    eight_bit: bool  # whether the server takes 8bit bodies (8BITMIME, RFC 6152)
     fd: int | None  # the socket to watch, if any
     replies: deque[tuple[int, bytes]]  # replies read and not yet taken
     broken: OSError | None  # why the connection cannot be read or written any more
@@ -88,10 +89,16 @@ class Connection(Protocol):
         recipient: str,
         chunks: list[bytes],
         ahead: tuple[str, str] | None = None,
+        eight_bit: bool = False,
     ) -> Transaction: ...
 
     def send(
-        self, sender: str, recipient: str, chunks: list[bytes], commit: Commit | None = None
+        self,
+        sender: str,
+        recipient: str,
+        chunks: list[bytes],
+        commit: Commit | None = None,
+        eight_bit: bool = False,
     ) -> Result: ...
 
     def on_readable(self) -> None: ...
@@ -255,6 +262,7 @@ class SMTPConnection:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConnectError(f"{transport.where}: cannot connect: {reason}") from None
         self.pipelining = self.smtp.has_extn("pipelining")
+        self.eight_bit = self.smtp.has_extn("8bitmime")
         if self.smtp.sock is not None:
             # Our writes are whole messages and command groups, never keystrokes:
             # Nagle's algorithm would hold a final "." back for an ACK, a round trip.
@@ -413,10 +421,16 @@ class SMTPConnection:
     # -- the transaction ---------------------------------------------------------
 
     def send(
-        self, sender: str, recipient: str, chunks: list[bytes], commit: Commit | None = None
+        self,
+        sender: str,
+        recipient: str,
+        chunks: list[bytes],
+        commit: Commit | None = None,
+        eight_bit: bool = False,
     ) -> Result:
         """One message on its own, waiting for each reply (a test copy)."""
-        return run_blocking(self, self.transaction(sender, recipient, chunks), commit)
+        tx = self.transaction(sender, recipient, chunks, eight_bit=eight_bit)
+        return run_blocking(self, tx, commit)
 
     def transaction(
         self,
@@ -424,6 +438,7 @@ class SMTPConnection:
         recipient: str,
         chunks: list[bytes],
         ahead: tuple[str, str] | None = None,
+        eight_bit: bool = False,
     ) -> Transaction:
         """One mail transaction. ``chunks`` is the DATA in wire form, its last chunk
         the final ``.``; it yields COMMIT just before that chunk is written.
@@ -431,6 +446,14 @@ class SMTPConnection:
         sends next, written with this one's final "."; the next transaction must be
         for it, or the connection closed (``close`` then drops it unsent)."""
         sent_ahead, self.ahead = self.ahead, None
+        if eight_bit and not self.eight_bit:
+            self.ahead = sent_ahead
+            return Result(
+                "failed",
+                f"{self.t.where} no longer offers 8BITMIME; set SMTP_8BITMIME=off",
+                stop=True,
+            )
+        body = " BODY=8BITMIME" if eight_bit else ""
         try:
             if sent_ahead is not None:  # written with the previous message's final "."
                 if sent_ahead != (sender, recipient):
@@ -439,12 +462,14 @@ class SMTPConnection:
                 rcpt = yield from self._reply()
                 data = yield from self._reply()
             elif self.pipelining:
-                self.write([f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode()])
+                self.write(
+                    [f"MAIL FROM:<{sender}>{body}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode()]
+                )
                 mail = yield from self._reply()
                 rcpt = yield from self._reply()
                 data = yield from self._reply()
             else:
-                self.write([f"MAIL FROM:<{sender}>\r\n".encode()])
+                self.write([f"MAIL FROM:<{sender}>{body}\r\n".encode()])
                 mail = yield from self._reply()
                 rcpt = data = (503, b"skipped")
                 if mail[0] < 400:
@@ -471,7 +496,7 @@ class SMTPConnection:
         if ahead is not None and self.ahead_allowed:
             # RFC 2920: the next transaction's MAIL, RCPT and DATA go in the same
             # packet as this one's final ".": one round trip per message, not two.
-            envelope = f"MAIL FROM:<{ahead[0]}>\r\nRCPT TO:<{ahead[1]}>\r\nDATA\r\n"
+            envelope = f"MAIL FROM:<{ahead[0]}>{body}\r\nRCPT TO:<{ahead[1]}>\r\nDATA\r\n"
             self.write([end, envelope.encode()])
             self.ahead = ahead
         else:
@@ -584,6 +609,7 @@ class MaildirTransport:
 
 class MaildirConnection:
     wire = False
+    eight_bit = False
     fd: int | None = None
     broken: OSError | None = None
     pending_output: int = 0
@@ -593,7 +619,12 @@ class MaildirConnection:
         self.replies: deque[tuple[int, bytes]] = deque()
 
     def send(
-        self, sender: str, recipient: str, chunks: list[bytes], commit: Commit | None = None
+        self,
+        sender: str,
+        recipient: str,
+        chunks: list[bytes],
+        commit: Commit | None = None,
+        eight_bit: bool = False,
     ) -> Result:
         return run_blocking(self, self.transaction(sender, recipient, chunks), commit)
 
@@ -603,6 +634,7 @@ class MaildirConnection:
         recipient: str,
         chunks: list[bytes],
         ahead: tuple[str, str] | None = None,
+        eight_bit: bool = False,
     ) -> Transaction:
         """Write the message to ``tmp/``, then move it into ``new/`` (Maildir's
         delivery step); COMMIT comes just before the move."""

@@ -171,6 +171,8 @@ class _Engine:
         # goes on with the sockets.
         self._pool = ThreadPoolExecutor(2, "sign") if template.signer is not None else None
         self._built: dict[int, Future[list[bytes] | Result]] = {}
+        # 8bit bodies when the relay offers 8BITMIME (the first connection says).
+        self.eight_bit = False
 
     def halt(self, reason: str, error: ComposerError | None = None) -> None:
         if self.reason is None:
@@ -234,6 +236,7 @@ class _Engine:
             return self.template.build_chunks(
                 self.recipients.subscriber(item.subscriber_id, item.email, item.name),
                 wire=self.transport.wire,
+                eight_bit=self.eight_bit,
             )
         except SubscriberError as exc:  # one bad row must not stop the run
             return Result("failed", str(exc))
@@ -341,7 +344,7 @@ class _Engine:
                     return Result("retry", str(exc))
             link.current = d.subscriber_id
             result = yield from link.conn.transaction(
-                self.template.envelope_from, d.email, chunks, ahead
+                self.template.envelope_from, d.email, chunks, ahead, self.eight_bit
             )
             if result.reconnect:
                 link.conn.close()
@@ -365,6 +368,9 @@ class _Engine:
         report: Callable[[Progress], None] | None,
         lost: threading.Event | None = None,
     ) -> None:
+        self.eight_bit = (
+            self.settings.smtp_8bitmime and first.eight_bit and self.template.can_send_8bit()
+        )
         links = [_Link(first if i == 0 else None) for i in range(max(1, self.options.connections))]
         live = list(links)
         poller = select.poll()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from composer.config import Settings
 from composer.errors import IssueError, SendError
 from composer.mail.addresses import normalise
-from composer.mail.message import MessageTemplate
+from composer.mail.message import MessageTemplate, Recipient
 from composer.mail.transport import Result, make_transport
 from composer.send.prepare import Prepared, message_template, prepare
 from composer.send.recipients import Recipients
@@ -115,27 +115,29 @@ def dry_run(plan: SendPlan, settings: Settings, options: SendOptions) -> DryRun:
 
 
 def _test_copy(
-    spec: str, settings: Settings, address: str, wire: bool
-) -> tuple[str, list[bytes], MessageTemplate]:
+    spec: str, settings: Settings, address: str
+) -> tuple[str, Recipient, MessageTemplate]:
     prepared = prepare(spec, settings)
     email = normalise(address)
     template = message_template(settings, prepared, subject_prefix="[TEST] ")
-    recipient = Recipients(settings, prepared.slug).test_copy(email)
-    return email, template.build_chunks(recipient, wire=wire), template
+    return email, Recipients(settings, prepared.slug).test_copy(email), template
 
 
 def build_test_copy(spec: str, settings: Settings, address: str) -> int:
     """The test copy's size, built and signed as it would be sent; nothing sent."""
-    return sum(map(len, _test_copy(spec, settings, address, wire=False)[1]))
+    _, recipient, template = _test_copy(spec, settings, address)
+    return len(template.build(recipient))
 
 
 def send_test_copy(spec: str, settings: Settings, address: str) -> tuple[str, Result]:
     """One copy to ``address``, subject prefixed [TEST]; recorded nowhere."""
     transport = make_transport(settings)
-    email, chunks, template = _test_copy(spec, settings, address, transport.wire)
+    email, recipient, template = _test_copy(spec, settings, address)
     conn = transport.connect()
     try:
-        result = conn.send(template.envelope_from, email, chunks)
+        eight_bit = settings.smtp_8bitmime and conn.eight_bit and template.can_send_8bit()
+        chunks = template.build_chunks(recipient, wire=transport.wire, eight_bit=eight_bit)
+        result = conn.send(template.envelope_from, email, chunks, eight_bit=eight_bit)
     finally:
         conn.close()
     return transport.label, result

@@ -55,8 +55,12 @@ def _verifies(message: bytes, records: dict[bytes, bytes]) -> list[bool]:
     return [one(0), one(1)]
 
 
+@pytest.mark.parametrize("eight_bit", [True, False], ids=["8bit", "7bit"])
 def test_every_message_sent_verifies_and_covers_both_unsubscribe_headers(
-    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path, keys: dict[bytes, bytes]
+    monkeypatch: pytest.MonkeyPatch,
+    newsletter_home: Path,
+    keys: dict[bytes, bytes],
+    eight_bit: bool,
 ) -> None:
     write_issue(
         newsletter_home,
@@ -69,7 +73,7 @@ def test_every_message_sent_verifies_and_covers_both_unsubscribe_headers(
     )
     addresses = add_subscribers(3)
     assert run("subscribers", "add", "zoe@example.org", "--name", "Zoë Ñúñez").exit_code == 0
-    handler = Handler()
+    handler = Handler(eight_bit=eight_bit)
     with running(handler) as server:
         use(monkeypatch, server.env())
         result = run("send", "2025-04-23", "--yes")
