@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import sys
 
 from bench_send import ensure_postfix, free_port, make_home, start_sink
 from bench_wire import ISSUES, ours, wire_size
+from common import messages_and_runs
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 3
-    plain = [a for i, a in enumerate(args) if not a.startswith("--") and args[i - 1] != "--runs"]
-    n = int(plain[0]) if plain else 10_000
+    n, runs = messages_and_runs(10_000, 3)
     ensure_postfix()
     probe = make_home(1)
     for issue in ISSUES.values():

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
 from bench_send import ensure_postfix, free_port, make_home, start_sink
 from bench_wire import ISSUES, ours
-from common import median_seconds
+from common import median_seconds, messages_and_runs
 
 
 def add_keys(home: Path) -> dict[str, str]:
@@ -57,10 +56,7 @@ def send(n: int, port: int, issue: Path, keys: dict[str, str]) -> float:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 3
-    plain = [a for i, a in enumerate(args) if not a.startswith("--") and args[i - 1] != "--runs"]
-    n = int(plain[0]) if plain else 10_000
+    n, runs = messages_and_runs(10_000, 3)
     keys_home = make_home(1)
     keys = add_keys(keys_home)
     rsa_only = {k: v for k, v in keys.items() if not k.startswith("DKIM_ED25519")}

@@ -36,6 +36,7 @@ from bench_send import (
     send_env,
     start_sink,
 )
+from common import messages_and_runs
 
 ISSUES = {
     "seed issue": REPO / "issues" / "2025-04-16.yaml",
@@ -102,10 +103,7 @@ def hogs() -> list[subprocess.Popen[bytes]]:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 5
-    plain = [a for i, a in enumerate(args) if not a.startswith("--") and args[i - 1] != "--runs"]
-    n = int(plain[0]) if plain else 20_000
+    n, runs = messages_and_runs(20_000, 5)
     ensure_postfix()
     probe = make_home(1)
     for issue in ISSUES.values():

@@ -51,3 +51,11 @@ def report(rows: list[tuple[str, float, str]]) -> None:
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value * 1000:9.2f} ms  {note}")
+
+
+def messages_and_runs(default_n: int, default_runs: int) -> tuple[int, int]:
+    """``[N] [--runs K]`` from the command line."""
+    args = sys.argv[1:]
+    runs = int(args[args.index("--runs") + 1]) if "--runs" in args else default_runs
+    plain = [a for i, a in enumerate(args) if not a.startswith("--") and args[i - 1] != "--runs"]
+    return (int(plain[0]) if plain else default_n), runs
