@@ -104,7 +104,7 @@ def test_each_missing_or_wrong_record_says_what_to_fix(
         # Another key published under our selector; an SPF record that does not
         # name the relay; a DMARC record without a policy; no MX for the mailbox.
         f"s1._domainkey.{DOMAIN}": "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA",
-        DOMAIN: "v=spf1 include:_spf.other-provider.net -all",
+        DOMAIN: "v=spf1 -all",
         f"_dmarc.{DOMAIN}": "v=DMARC1; rua=mailto:x@weekly-update.net",
     }
     port = dns_server(txt=wrong, zones=[DOMAIN])
@@ -114,7 +114,7 @@ def test_each_missing_or_wrong_record_says_what_to_fix(
     assert result.exit_code == 1
     checks = _lines(result.stdout)
     assert "publishes another key" in checks["DKIM record"][0]
-    assert "nothing in it names the relay smtp.relay-mail.com" in checks["SPF"][0]
+    assert "authorises no sender; add your relay's include:" in checks["SPF"][0]
     assert "no p= policy; add p=none at least" in checks["DMARC"][0]
     assert "its domain takes no mail" in checks["unsubscribe mailbox"][0]
     assert "does not answer over https" in checks["one-click"][0]
@@ -130,3 +130,19 @@ def test_each_missing_or_wrong_record_says_what_to_fix(
     assert "no record at s1._domainkey.weekly-update.net" in bare["DKIM record"][0]
     assert "no SPF record at weekly-update.net" in bare["SPF"][0]
     assert "no DMARC record at _dmarc.weekly-update.net" in bare["DMARC"][0]
+
+
+def test_spf_that_lets_anyone_send_or_may_miss_the_relay(
+    monkeypatch: pytest.MonkeyPatch, ready: tuple[dict[str, str], int], dns_server: Start
+) -> None:
+    records, _ = ready
+    for spf, mark, says in (
+        ("v=spf1 include:_spf.relay-mail.com +all", "FIX", "+all lets anyone send"),
+        # The relay's sending networks are often named otherwise (SES: amazonses.com):
+        # advice, not a fix.
+        ("v=spf1 include:amazonses.com -all", "ok", "make sure it includes smtp.relay-mail.com"),
+    ):
+        port = dns_server(txt={**records, DOMAIN: spf}, zones=[DOMAIN])
+        monkeypatch.setenv("NEWSLETTER_DNS_SERVER", f"127.0.0.1:{port}")
+        line = _lines(run("doctor").stdout)["SPF"][0]
+        assert line.startswith(mark) and says in line, line
