@@ -382,9 +382,9 @@ def _segments_8bit(body: str, in_html: bool) -> list[_Part]:
     return parts
 
 
-# Room kept on a line for each per-subscriber value (its token is short): the
-# longest URL or address we put in a body is well under this.
-_VALUE_ROOM = 320
+# Room kept on a line for each per-subscriber value (its token is short): a name is
+# at most 120 characters (480 octets of UTF-8), an address 254, our links ~150.
+_VALUE_ROOM = 500
 _LINE_LIMIT = 990  # octets before CRLF; RFC 5321 allows 998
 
 

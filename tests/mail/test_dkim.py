@@ -59,3 +59,16 @@ def test_folding_breaks_only_at_spaces_outside_attribute_values(line: str, html:
             if inside_tag:
                 tag = before[before.rfind("<") :]
                 assert tag.count('"') % 2 == 0
+
+
+def test_a_folded_line_has_room_for_the_longest_name() -> None:
+    from composer.render.fields import token
+
+    line = "word " * 150 + token("name") + " and " + token("email") + " more" * 120
+    folded = fold_lines(line, html=False)
+    assert folded is not None
+    longest = {token("name"): "界" * 120, token("email"): "a" * 64 + "@" + "b" * 189}
+    for part in folded.split("\n"):
+        for tok, value in longest.items():
+            part = part.replace(tok, value)
+        assert len(part.encode()) <= 998
