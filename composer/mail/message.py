@@ -234,6 +234,7 @@ class _Form:
                 slots.setdefault(field, ([], []))[in_html].append(len(self.parts))
                 self.parts.append(b"")
             self.line_start.append(starts)
+        self.slots = slots
         self.fields = [(f, t, h) for f, (t, h) in slots.items() if f != "view_url"]
         self.view_slots = slots.get("view_url", ([], []))
         self.wire_parts = [
@@ -292,19 +293,11 @@ class _Form:
 
     def _put(self, out: list[bytes], field: str, value: str, wire: bool) -> None:
         text, html = self.encode(value)
-        text_slots, html_slots = self._slots(field)
+        text_slots, html_slots = self.slots.get(field, ([], []))
         for i in text_slots:
             out[i] = _dot_stuff(text, self.line_start[i]) if wire else text
         for i in html_slots:
             out[i] = _dot_stuff(html, self.line_start[i]) if wire else html
-
-    def _slots(self, field: str) -> tuple[list[int], list[int]]:
-        if field == "view_url":
-            return self.view_slots
-        for f, text_slots, html_slots in self.fields:
-            if f == field:
-                return text_slots, html_slots
-        return [], []
 
     def base(self, headers: bytes, view_url: str, wire: bool) -> list[bytes]:
         """The parts with the view-in-browser link (the same for everyone) filled in."""

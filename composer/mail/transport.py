@@ -92,15 +92,6 @@ class Connection(Protocol):
         eight_bit: bool = False,
     ) -> Transaction: ...
 
-    def send(
-        self,
-        sender: str,
-        recipient: str,
-        chunks: list[bytes],
-        commit: Commit | None = None,
-        eight_bit: bool = False,
-    ) -> Result: ...
-
     def on_readable(self) -> None: ...
 
     def on_writable(self) -> None: ...
@@ -109,7 +100,8 @@ class Connection(Protocol):
 
 
 def run_blocking(conn: Connection, tx: Transaction, commit: Commit | None = None) -> Result:
-    """Drive one transaction to its end on its own (a test copy), waiting as needed."""
+    """Drive one transaction of ``conn`` to its end on its own (a test copy), waiting
+    as needed: ``run_blocking(conn, conn.transaction(sender, recipient, chunks))``."""
     settings_timeout = getattr(conn, "timeout", 30.0)
     op: str | None = None
     error: BaseException | None = None
@@ -420,18 +412,6 @@ class SMTPConnection:
 
     # -- the transaction ---------------------------------------------------------
 
-    def send(
-        self,
-        sender: str,
-        recipient: str,
-        chunks: list[bytes],
-        commit: Commit | None = None,
-        eight_bit: bool = False,
-    ) -> Result:
-        """One message on its own, waiting for each reply (a test copy)."""
-        tx = self.transaction(sender, recipient, chunks, eight_bit=eight_bit)
-        return run_blocking(self, tx, commit)
-
     def transaction(
         self,
         sender: str,
@@ -617,16 +597,6 @@ class MaildirConnection:
     def __init__(self, transport: MaildirTransport) -> None:
         self.t = transport
         self.replies: deque[tuple[int, bytes]] = deque()
-
-    def send(
-        self,
-        sender: str,
-        recipient: str,
-        chunks: list[bytes],
-        commit: Commit | None = None,
-        eight_bit: bool = False,
-    ) -> Result:
-        return run_blocking(self, self.transaction(sender, recipient, chunks), commit)
 
     def transaction(
         self,

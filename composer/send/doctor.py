@@ -122,9 +122,9 @@ def _txt(name: str, settings: Settings, prefix: str) -> str | None:
     return None
 
 
-def _network(name: str, settings: Settings, check: str) -> Check | str:
-    """A TXT look-up's record (or '' when absent), or a Check saying it failed."""
-    prefix = {"DMARC": "v=DMARC1", "SPF": "v=spf1"}.get(check, "v=DKIM1")
+def _network(name: str, settings: Settings, check: str, prefix: str) -> Check | str:
+    """The TXT record at ``name`` starting with ``prefix`` ('' when there is none),
+    or a Check saying the look-up failed."""
     try:
         return _txt(name, settings, prefix) or ""
     except ComposerError as exc:
@@ -135,7 +135,7 @@ def _dkim_records(settings: Settings, keys: list[tuple[str, str, bytes]]) -> lis
     out = []
     for selector, domain, public in keys:
         name = f"{selector}._domainkey.{domain}"
-        record = _network(name, settings, "DKIM record")
+        record = _network(name, settings, "DKIM record", "v=DKIM1")
         if isinstance(record, Check):
             out.append(record)
         elif not record:
@@ -162,7 +162,7 @@ def _spf(settings: Settings) -> Check:
     one it delivers from (SES, Google and most others send from other networks,
     named by the include: their documentation gives), so that is advice, not a fix."""
     domain = settings.mail_domain
-    record = _network(domain, settings, "SPF")
+    record = _network(domain, settings, "SPF", "v=spf1")
     if isinstance(record, Check):
         return record
     if not record:
@@ -208,7 +208,7 @@ def _dmarc(settings: Settings) -> Check:
     if domain.count(".") > 1:  # the organisational domain's policy covers subdomains
         names.append("_dmarc." + ".".join(domain.split(".")[-2:]))
     for name in names:
-        record = _network(name, settings, "DMARC")
+        record = _network(name, settings, "DMARC", "v=DMARC1")
         if isinstance(record, Check):
             return record
         if not record:

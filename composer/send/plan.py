@@ -9,7 +9,7 @@ from composer.config import Settings
 from composer.errors import IssueError, SendError
 from composer.mail.addresses import normalise
 from composer.mail.message import MessageTemplate, Recipient
-from composer.mail.transport import Result, make_transport
+from composer.mail.transport import Result, make_transport, run_blocking
 from composer.send.prepare import Prepared, message_template, prepare
 from composer.send.recipients import Recipients
 from composer.store.database import Store
@@ -137,7 +137,8 @@ def send_test_copy(spec: str, settings: Settings, address: str) -> tuple[str, Re
     try:
         eight_bit = settings.smtp_8bitmime and conn.eight_bit and template.can_send_8bit()
         chunks = template.build_chunks(recipient, wire=transport.wire, eight_bit=eight_bit)
-        result = conn.send(template.envelope_from, email, chunks, eight_bit=eight_bit)
+        tx = conn.transaction(template.envelope_from, email, chunks, eight_bit=eight_bit)
+        result = run_blocking(conn, tx)
     finally:
         conn.close()
     return transport.label, result
