@@ -198,16 +198,25 @@ def build(
     out: Annotated[
         Path | None, typer.Option(help="Folder to write to [default: build/DATE]")
     ] = None,
+    edition: Annotated[
+        str | None,
+        typer.Option(help="Only this language's edition, e.g. es [default: every edition]"),
+    ] = None,
 ) -> None:
-    """Render an issue: write email.html, email.txt and email.eml (for a sample subscriber)."""
+    """Render an issue: write email.html, email.txt and email.eml (for a sample subscriber).
+
+    The main edition goes in build/DATE/, each other language's in build/DATE/LANG/.
+    """
     from composer.send.prepare import build as build_issue
 
     with _errors():
-        result = build_issue(issue, _settings(), out)
+        result = build_issue(issue, _settings(), out, edition)
     for path in result.files:
         typer.echo(f"wrote {path}")
-    size = result.prepared.rendered.html_bytes
-    typer.echo(f"HTML part: {_kb(size)} (Gmail clips at 102 KB)")
+    for code, rendered in result.prepared.editions.items():
+        if edition is None or code != result.prepared.main or len(result.prepared.editions) == 1:
+            label = f" ({code})" if len(result.prepared.editions) > 1 else ""
+            typer.echo(f"HTML part{label}: {_kb(rendered.html_bytes)} (Gmail clips at 102 KB)")
     for finding in result.prepared.findings:
         _err(str(finding))
 
@@ -664,6 +673,8 @@ def send(
     if plan.waiting:
         audience += f" ({plan.new:,} new, {plan.waiting:,} left by an earlier run)"
     typer.echo(f"Audience:   {audience}" + (f" on list {list_name!r}" if list_name else ""))
+    if len(plan.editions) > 1:
+        typer.echo(f"Editions:   {_per_edition(plan.editions)}")
     if plan.started_before:
         doubt = (
             (
@@ -720,6 +731,8 @@ def _print_summary(summary: SendSummary, issue: str, settings: Settings) -> None
         f"{c['deferred']:,} deferred, {c['in_doubt']:,} in doubt, "
         f"{c['pending']:,} not yet sent"
     )
+    if len(summary.sent_by_edition) > 1:
+        typer.echo(f"sent by edition: {_per_edition(summary.sent_by_edition)}")
     if summary.settled_in_doubt:
         typer.echo(
             f"{summary.settled_in_doubt} message(s) were in flight when an earlier run "
@@ -743,6 +756,10 @@ def _print_summary(summary: SendSummary, issue: str, settings: Settings) -> None
             "--resend-in-doubt)"
         )
         raise typer.Exit(IN_DOUBT_EXIT)
+
+
+def _per_edition(counts: dict[str, int]) -> str:
+    return ", ".join(f"{code} {n:,}" for code, n in counts.items())
 
 
 def _settings_checked() -> Settings:

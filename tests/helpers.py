@@ -23,3 +23,20 @@ def write_issue(home: Path, name: str, replace: list[tuple[str, str]]) -> Path:
     path = home / "issues" / name
     path.write_text(source, encoding="utf-8")
     return path
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def add_edition(path: Path, code: str, overlay: str) -> Path:
+    """Add the edition ``code`` (YAML text of its overlay) to the issue file ``path``."""
+    body = "".join(f"    {line}\n" if line.strip() else "\n" for line in overlay.splitlines())
+    source = path.read_text(encoding="utf-8").rstrip("\n")
+    path.write_text(f"{source}\n\neditions:\n  {code}:\n{body}", encoding="utf-8")
+    return path
+
+
+def bilingual_seed(home: Path) -> Path:
+    """The seed issue in ``home`` with its Spanish edition (tests/data/seed-edition-es.yaml)."""
+    overlay = (DATA / "seed-edition-es.yaml").read_text(encoding="utf-8")
+    return add_edition(home / "issues" / "2025-04-16.yaml", "es", overlay)

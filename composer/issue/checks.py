@@ -7,6 +7,7 @@ and column, and the field path, like schema errors do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from composer.issue import markdown as md
@@ -25,6 +26,7 @@ from composer.issue.model import (
     Story,
     TextBlock,
 )
+from composer.issue.words import WORDS, catalog_languages, has_catalog, placeholders
 
 GMAIL_CLIP_BYTES = 102 * 1024
 WARN_HTML_BYTES = 90 * 1024
@@ -61,12 +63,15 @@ def _url_problem(url: str) -> str | None:
 
 
 class _Walker:
-    def __init__(self, loaded: LoadedIssue) -> None:
+    def __init__(self, loaded: LoadedIssue, edition: str | None = None) -> None:
         self.loaded = loaded
+        self.edition = edition  # None: the main edition
+        self.prefix = f"editions.{edition}." if edition else ""
         self.findings: list[Finding] = []
 
     def add(self, severity: str, loc: Loc, message: str) -> None:
-        self.findings.append(Finding(severity, self.loaded.locate(loc), _field(loc), message))
+        where = self.loaded.locate(loc, self.edition)
+        self.findings.append(Finding(severity, where, self.prefix + _field(loc), message))
 
     def url(self, url: str | None, loc: Loc) -> None:
         if url is not None and (problem := _url_problem(url)):
@@ -190,12 +195,159 @@ class _Walker:
             self.markdown(block.body, (*loc, "body"))
 
 
-def check_issue(loaded: LoadedIssue, html_bytes: int | None) -> list[Finding]:
-    """Every finding for one issue, errors first, in file order within each.
+# Fields an edition translates (URLs, names of outlets and companies, bylines
+# and the postal address are usually the same in every language).
+TRANSLATED = frozenset(
+    [
+        "subject",
+        "preheader",
+        "headline",
+        "kicker",
+        "body",
+        "text",
+        "heading",
+        "title",
+        "label",
+        "note",
+        "see_also",
+        "see_also_label",
+        "intro",
+        "outro",
+        "name",
+        "spotlight_label",
+        "other_news_label",
+        "alt",
+        "button",
+        "reason",
+        "unsubscribe_label",
+        "view_online_label",
+    ]
+)
 
-    ``html_bytes`` is the size of the rendered HTML part, when it was rendered."""
+
+def _has_text(value: Any) -> bool:
+    """Whether ``value`` holds any text an edition would translate."""
+    if isinstance(value, dict):
+        return any(
+            (k in TRANSLATED and isinstance(v, str) and v.strip()) or _has_text(v)
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(_has_text(v) for v in value)
+    return False
+
+
+class _Editions:
+    """What one edition has that the main one lacks, and the reverse."""
+
+    def __init__(self, loaded: LoadedIssue, code: str) -> None:
+        self.loaded, self.code, self.main = loaded, code, loaded.main
+        self.findings: list[Finding] = []
+
+    def add(self, loc: Loc, message: str, in_overlay: bool) -> None:
+        where = self.loaded.locate(loc, self.code if in_overlay else None)
+        field = (f"editions.{self.code}." if in_overlay else "") + _field(loc)
+        self.findings.append(Finding("warning", where, field, message))
+
+    def untranslated(self, loc: Loc) -> None:
+        self.add(
+            loc,
+            f"not in the {self.code} edition, which shows the {self.main} text; "
+            f"translate it under editions.{self.code}",
+            False,
+        )
+
+    def compare(self, main: Any, over: Any, loc: Loc) -> None:
+        if isinstance(main, dict) and isinstance(over, dict):
+            for key, value in main.items():
+                if key == "editions":
+                    continue
+                if key not in over:
+                    if (key in TRANSLATED and isinstance(value, str) and value.strip()) or (
+                        key not in TRANSLATED and _has_text(value)
+                    ):
+                        self.untranslated((*loc, key))
+                else:
+                    self.compare(value, over[key], (*loc, key))
+            for key, value in over.items():
+                if key not in main and (key in TRANSLATED or _has_text(value)):
+                    self.add(
+                        (*loc, key),
+                        f"in the {self.code} edition only; the {self.main} edition has none",
+                        True,
+                    )
+        elif isinstance(main, list) and isinstance(over, list):
+            for i, item in enumerate(over):
+                here = (*loc, i)
+                if isinstance(item, dict) and item.get("omit") is True:
+                    if i < len(main):
+                        self.add(here, f"left out of the {self.code} edition", False)
+                elif i >= len(main):
+                    self.add(here, f"in the {self.code} edition only", True)
+                elif isinstance(item, dict) and isinstance(main[i], dict):
+                    kinds = main[i].get("type"), item.get("type", main[i].get("type"))
+                    if kinds[0] != kinds[1]:
+                        self.add(
+                            here,
+                            f"a {kinds[0]} section in the {self.main} edition, "
+                            f"a {kinds[1]} section in the {self.code} edition",
+                            True,
+                        )
+                    else:
+                        self.compare(main[i], item, here)
+            for i in range(len(over), len(main)):
+                if _has_text(main[i]):
+                    self.untranslated((*loc, i))
+
+
+def _strings(walker: _Walker, issue: Issue) -> None:
+    """The newsletter's own words for the theme's: known ones, same names."""
+    nl = issue.newsletter
+    loc: Loc = ("newsletter", "strings")
+    for key, text in nl.strings.items():
+        if key not in WORDS:
+            walker.add(
+                "error",
+                (*loc, key),
+                "not one of the theme's words; `newsletter strings` lists them",
+            )
+        elif placeholders(text) != placeholders(key):
+            names = ", ".join(f"%({n})s" for n in sorted(placeholders(key))) or "none"
+            walker.add("error", (*loc, key), f"must keep the same placeholders ({names})")
+    if not has_catalog(issue.language):
+        missing = [w for w in WORDS if w not in nl.strings]
+        if missing:
+            walker.add(
+                "warning",
+                ("newsletter", "language"),
+                f"no catalog for {issue.language!r} ({', '.join(catalog_languages())} have "
+                f"one): {len(missing)} of the theme's words stay English; translate them "
+                "in newsletter.strings (`newsletter strings` lists them)",
+            )
+
+
+def check_issue(loaded: LoadedIssue, html_bytes: int | dict[str, int] | None) -> list[Finding]:
+    """Every finding for one issue and its editions, errors first, in file order
+    within each.
+
+    ``html_bytes`` is the size of the rendered HTML part (per edition), when
+    it was rendered."""
     walker = _Walker(loaded)
     walker.issue(loaded.issue)
+    _strings(walker, loaded.issue)
+    seen = {(f.where, f.message) for f in walker.findings}
+    data = loaded.data if isinstance(loaded.data, dict) else {}
+    for code, issue in loaded.editions.items():
+        if code == loaded.main:
+            continue
+        other = _Walker(loaded, code)
+        other.issue(issue)
+        _strings(other, issue)
+        walker.findings += [f for f in other.findings if (f.where, f.message) not in seen]
+        overlay = (data.get("editions") or {}).get(code) or {}
+        diff = _Editions(loaded, code)
+        diff.compare(data, overlay, ())
+        walker.findings += diff.findings
     expected = date_from_name(loaded.path)
     if expected is not None and expected != loaded.issue.date:
         walker.add(
@@ -204,10 +356,11 @@ def check_issue(loaded: LoadedIssue, html_bytes: int | None) -> list[Finding]:
             f"date {loaded.issue.date} does not match the file name {loaded.path.name}; "
             "rename the file or fix the date",
         )
-    if html_bytes is not None:
-        size = html_bytes
+    sizes = {loaded.main: html_bytes} if isinstance(html_bytes, int) else (html_bytes or {})
+    for code, size in sizes.items():
+        edition = "" if code == loaded.main or len(sizes) == 1 else f" of the {code} edition"
         where = (
-            f"HTML part is {size / 1024:.1f} KB; Gmail clips messages over 102 KB, "
+            f"HTML part{edition} is {size / 1024:.1f} KB; Gmail clips messages over 102 KB, "
             "hiding the footer and its unsubscribe link"
         )
         if size > GMAIL_CLIP_BYTES:

@@ -7,7 +7,7 @@ node they came from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from composer.errors import IssueError
+from composer.issue.editions import EDITION_KEYS, LANGUAGE_RE, edition_data
 from composer.issue.model import BLOCK_TYPES, Issue
 
 try:  # libyaml's composer is ~10x faster than the pure-Python one
@@ -28,15 +29,69 @@ _SCALARS = yaml.constructor.SafeConstructor()
 
 @dataclass(frozen=True)
 class LoadedIssue:
-    """A validated issue and where it came from."""
+    """A validated issue, each of its editions, and where it came from."""
 
-    issue: Issue
+    issue: Issue  # the main edition
     path: Path
     source: bytes
     root: yaml.Node
+    editions: dict[str, Issue] = field(default_factory=dict)  # by language, main first
+    data: Any = None  # the file's plain values (editions compared in ``check``)
 
-    def locate(self, loc: tuple[int | str, ...]) -> str:
+    def __post_init__(self) -> None:
+        if not self.editions:
+            object.__setattr__(self, "editions", {self.issue.language: self.issue})
+
+    @property
+    def main(self) -> str:
+        return self.issue.language
+
+    def edition(self, code: str) -> Issue:
+        """The edition in ``code`` (any case); a located error names the ones there are."""
+        for known, issue in self.editions.items():
+            if known.lower() == code.lower():
+                return issue
+        raise IssueError(
+            [
+                f"{self.path}: no {code!r} edition; this issue has "
+                + ", ".join(self.editions)
+                + " (add one under editions:)"
+            ]
+        )
+
+    def locate(self, loc: tuple[int | str, ...], edition: str | None = None) -> str:
+        """``file:line:col`` of ``loc``: in edition's overlay where it gives that
+        value, else in the main edition."""
+        if edition is not None and edition != self.main:
+            found = _find(self.root, ("editions", edition, *loc))
+            if found is not None:
+                return f"{self.path}:{_mark(found)}"
         return f"{self.path}:{_position(self.root, loc)}"
+
+
+def _find(node: yaml.Node, loc: tuple[int | str, ...]) -> yaml.Node | None:
+    """The node at exactly ``loc``, or None."""
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    child = value
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+        if child is None:
+            return None
+        node = child
+    return node
+
+
+def _mark(node: yaml.Node) -> str:
+    return f"{node.start_mark.line + 1}:{node.start_mark.column + 1}"
 
 
 def _position(node: yaml.Node, loc: tuple[int | str, ...], at_key: bool = False) -> str:
@@ -229,25 +284,82 @@ def _line_col(problem: str) -> tuple[int, int]:
         return 0, 0
 
 
-def parse_issue(source: bytes, path: Path) -> LoadedIssue:
-    """Validate ``source`` (the bytes of ``path``) into an ``Issue``."""
-    root, data = parse_yaml(source, path)
+def _validate(
+    data: Any, root: yaml.Node, path: Path, edition: str | None = None
+) -> tuple[Issue | None, list[str]]:
+    """``data`` as an ``Issue``, or the located problems (an edition's are placed
+    in its overlay where it gives the value, else in the main edition)."""
     try:
-        issue = Issue.model_validate(data)
+        return Issue.model_validate(data), []
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             loc = _clean_loc(tuple(error["loc"]))
             if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 loc = (*loc, "type")
+            at_key = error["type"] == "extra_forbidden"
+            where = _position(root, loc, at_key)
+            name = _field_path(loc)
+            if edition is not None:
+                found = _find(root, ("editions", edition, *loc))
+                if found is not None or at_key:
+                    where = _position(root, ("editions", edition, *loc), at_key)
+                name = f"editions.{edition}.{name}"
+            problems.append(f"{path}:{where}: {name}: {_describe(error)}")
+        return None, problems
+
+
+def _edition_problems(root: yaml.Node, path: Path, code: str, overlay: Any, main: str) -> list[str]:
+    where = f"{path}:{_position(root, ('editions', code))}"
+    if code.lower() == main.lower():
+        return [
+            f"{path}:{_position(root, ('editions', code), True)}: editions.{code}: this is "
+            "the main edition's language (newsletter.language); write it at the top level"
+        ]
+    if not LANGUAGE_RE.match(code):
+        return [f"{where}: editions.{code}: not a language tag: use 'es', 'fr', 'pt-BR'"]
+    if not isinstance(overlay, dict):
+        return [f"{where}: editions.{code}: give the fields that differ: subject, sections, ..."]
+    problems = []
+    for key in overlay:
+        if key not in EDITION_KEYS:
             problems.append(
-                f"{path}:{_position(root, loc, error['type'] == 'extra_forbidden')}: "
-                f"{_field_path(loc)}: {_describe(error)}"
+                f"{path}:{_position(root, ('editions', code, key), True)}: editions.{code}."
+                f"{key}: an edition can change only {', '.join(EDITION_KEYS)}; the rest is shared"
             )
+    nl = overlay.get("newsletter")
+    if isinstance(nl, dict) and "language" in nl:
+        problems.append(
+            f"{path}:{_position(root, ('editions', code, 'newsletter', 'language'), True)}: "
+            f"editions.{code}.newsletter.language: an edition's language is its key ({code}); "
+            "remove this"
+        )
+    return problems
+
+
+def parse_issue(source: bytes, path: Path) -> LoadedIssue:
+    """Validate ``source`` (the bytes of ``path``) into an ``Issue`` and its editions."""
+    root, data = parse_yaml(source, path)
+    issue, problems = _validate(data, root, path)
+    editions: dict[str, Issue] = {}
+    if issue is not None:
+        editions[issue.language] = issue
+        for code, overlay in (data.get("editions") or {}).items():
+            found = _edition_problems(root, path, str(code), overlay, issue.language)
+            if not found:
+                merged = edition_data(data, str(code), overlay)
+                edition, found = _validate(merged, root, path, str(code))
+                if edition is not None:
+                    editions[str(code)] = edition
+            problems.extend(found)
+    if problems:
         prefix = len(str(path))
         problems.sort(key=lambda p: _line_col(p[prefix:]))
-        raise IssueError(problems) from None
-    return LoadedIssue(issue=issue, path=path, source=source, root=root)
+        raise IssueError(problems)
+    assert issue is not None
+    return LoadedIssue(
+        issue=issue, path=path, source=source, root=root, editions=editions, data=data
+    )
 
 
 def read_source(path: Path) -> bytes:

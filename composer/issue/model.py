@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -33,6 +33,7 @@ _ONE_LINE = (
     "see_also_label",
     "unsubscribe_label",
     "view_online_label",
+    "strings",
 )
 
 
@@ -44,6 +45,8 @@ RESERVED_PREFIX = "__nlfield_"
 def _check_text(value: object, one_line: bool) -> object:
     if isinstance(value, list):
         return [_check_text(v, one_line) for v in value]
+    if isinstance(value, dict):  # ``strings``; an edition's overlay is checked merged
+        return {k: _check_text(v, one_line) if isinstance(v, str) else v for k, v in value.items()}
     if isinstance(value, str):
         found = _CONTROL.search(value)
         if found:
@@ -137,7 +140,7 @@ class Story(_Model):
     body: Markdown
     replies: list[Reply] = Field(default_factory=list)
     see_also: Markdown | None = Field(None, description="Shown after see_also_label")
-    see_also_label: str = "See also:"
+    see_also_label: str | None = Field(None, description="Default: the theme's 'See also:'")
 
 
 class Topic(_Model):
@@ -153,20 +156,39 @@ class Region(_Model):
     """A regional section: spotlight, other news and an 'explore all' link."""
 
     name: str
-    spotlight_label: str = "Spotlight:"
+    spotlight_label: str | None = Field(None, description="Default: the theme's 'Spotlight:'")
     spotlight: Story | None = None
     other_news_label: str | None = Field(None, description="'Other news from the region:'")
     other_news: list[Link] = Field(default_factory=list)
     explore: Link | None = Field(None, description="'Explore all news from Africa ➡️'")
 
 
-class LeadBlock(_Model):
+LanguageTag = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$",
+        description="A language tag (BCP 47): 'en', 'es', 'ar', 'pt-BR'",
+    ),
+]
+
+
+class _Block(_Model):
+    """What every section has: its language and direction, when they differ
+    from the edition's (an Arabic quote in an English issue)."""
+
+    lang: LanguageTag | None = Field(None, description="This section's language")
+    dir: Literal["ltr", "rtl"] | None = Field(
+        None, description="This section's direction; default: from lang, else the edition's"
+    )
+
+
+class LeadBlock(_Block):
     type: Literal["lead"]
     heading: str | None = None
     story: Story
 
 
-class LinksBlock(_Model):
+class LinksBlock(_Block):
     type: Literal["links"]
     heading: str | None = None
     intro: Markdown | None = None
@@ -174,19 +196,19 @@ class LinksBlock(_Model):
     outro: Markdown | None = None
 
 
-class FocusBlock(_Model):
+class FocusBlock(_Block):
     type: Literal["focus"]
     heading: str | None = None
     topics: list[Topic]
 
 
-class RegionsBlock(_Model):
+class RegionsBlock(_Block):
     type: Literal["regions"]
     heading: str | None = None
     regions: list[Region]
 
 
-class TextBlock(_Model):
+class TextBlock(_Block):
     type: Literal["text"]
     heading: str | None = None
     body: Markdown = ""
@@ -207,8 +229,10 @@ class Footer(_Model):
     links: list[Link] = Field(default_factory=list, description="Company responses, rejoinders")
     address: str = Field(description="The organisation's postal address (required by CAN-SPAM)")
     reason: Markdown | None = Field(None, description="Why the reader gets this email")
-    unsubscribe_label: str = "Unsubscribe"
-    view_online_label: str = "View in browser"
+    unsubscribe_label: str | None = Field(None, description="Default: the theme's 'Unsubscribe'")
+    view_online_label: str | None = Field(
+        None, description="Default: the theme's 'View in browser'"
+    )
 
 
 class Newsletter(_Model):
@@ -217,7 +241,7 @@ class Newsletter(_Model):
     title: str = Field(description="'Weekly Update'")
     organisation: str
     url: Url = Field(description="The organisation's home page")
-    language: str = Field("en", pattern=r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")
+    language: LanguageTag = Field("en", description="The main edition's language")
     theme: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]*$")
     logo: Image | None = None
     footer: Footer
@@ -225,6 +249,11 @@ class Newsletter(_Model):
         None,
         description="Where replies go (Reply-To), e.g. 'editor@example.org'",
         pattern=r"^[^@\s<>]+@[^@\s<>]+$",
+    )
+    strings: dict[str, str] = Field(
+        default_factory=dict,
+        description="The theme's own words replaced: {'View in browser': 'Read online'}; "
+        "see `newsletter strings`",
     )
 
 
@@ -238,6 +267,16 @@ class Issue(_Model):
     headline: str | None = Field(None, description="Title shown at the top; defaults to subject")
     theme: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     sections: list[Block]
+    editions: dict[LanguageTag, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Other languages' editions, keyed by language: each gives what "
+        "differs from the main edition (subject, preheader, headline, newsletter, "
+        "sections), in the same structure; the rest is shared",
+    )
+
+    @property
+    def language(self) -> str:
+        return self.newsletter.language
 
     @property
     def theme_name(self) -> str:

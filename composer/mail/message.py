@@ -152,6 +152,7 @@ class MessageTemplate:
             f"Subject: {subject}\r\n"
             f"Date: {when}\r\n"
             f"List-Id: {header_text(rendered.issue.newsletter.title)} <{list_id}>\r\n"
+            f"Content-Language: {rendered.issue.language}\r\n"
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
             f"{reply_to}"
             "MIME-Version: 1.0\r\n"

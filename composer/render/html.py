@@ -27,6 +27,30 @@ def compile_mjml(source: str, theme: str) -> str:
     return html
 
 
+_DIRECTED_TAG_RE = re.compile(r"<(?:div|td|table)\b[^>]*?direction:(rtl|ltr)[^>]*>")
+
+
+def mark_directions(html: str) -> str:
+    """Where a section or column runs right to left, say so with ``dir`` too.
+
+    MRML writes ``direction:rtl`` into the style of a section or column given
+    ``direction="rtl"``, but keeps a column's ``text-align:left``. Gmail drops
+    the document's own ``dir``, so every block that has a direction carries
+    the attribute, and its alignment is mirrored."""
+    if "direction:rtl" not in html:
+        return html
+
+    def mark(m: re.Match[str]) -> str:
+        tag, way = m.group(0), m.group(1)
+        if " dir=" in tag:
+            return tag
+        if way == "rtl":
+            tag = tag.replace("text-align:left;direction:rtl", "text-align:right;direction:rtl")
+        return tag[:-1] + f' dir="{way}">'
+
+    return _DIRECTED_TAG_RE.sub(mark, html)
+
+
 class _NoNetwork(types.ModuleType):
     """Stands in for ``requests`` inside premailer: any use raises.
 

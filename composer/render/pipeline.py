@@ -21,7 +21,8 @@ from composer.errors import TemplateError
 from composer.issue.load import LoadedIssue
 from composer.issue.model import Issue
 from composer.render.fields import Placeholders
-from composer.render.html import compile_mjml, inline_css_cached
+from composer.render.html import compile_mjml, inline_css_cached, mark_directions
+from composer.render.i18n import Bidi, Words, bidi_of
 from composer.render.text import render_text
 from composer.render.themes import environment
 
@@ -44,6 +45,10 @@ class RenderedIssue:
     @property
     def subject(self) -> str:
         return self.issue.subject
+
+    @property
+    def language(self) -> str:
+        return self.issue.language
 
     @property
     def digest(self) -> str:
@@ -69,13 +74,28 @@ def _template_location(exc: BaseException) -> str:
     return "template"
 
 
+def words_for(issue: Issue) -> Words:
+    return Words(issue.language, issue.newsletter.strings)
+
+
 def render_mjml(
     issue: Issue, home: Path | None, web: bool = False, cache_dir: Path | None = None
 ) -> str:
     env = environment(issue.theme_name, home, cache_dir)
+    words = words_for(issue)
+    edition = Bidi(issue.language, words.dir)
     try:
         template = env.get_template("issue.mjml.j2")
-        source = template.render(issue=issue, subscriber=Placeholders(), web=web)
+        source = template.render(
+            issue=issue,
+            subscriber=Placeholders(),
+            web=web,
+            _=words.markup,
+            gettext=words.markup,
+            edition=edition,
+            date=words.date(issue.date),
+            bidi=lambda block: bidi_of(edition, block.lang, block.dir),
+        )
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(
             f"theme {issue.theme_name!r}: template {exc.name!r} is missing; "
@@ -89,12 +109,25 @@ def render_mjml(
 def render_issue(
     loaded: LoadedIssue, home: Path | None = None, web: bool = False, cache_dir: Path | None = None
 ) -> RenderedIssue:
-    """Render once per issue (``web=True``: the archive's version, nothing personal)."""
+    """Render the main edition once (``web=True``: the archive's version)."""
+    return render_edition(loaded, loaded.main, home, web, cache_dir)
+
+
+def render_edition(
+    loaded: LoadedIssue,
+    code: str,
+    home: Path | None = None,
+    web: bool = False,
+    cache_dir: Path | None = None,
+) -> RenderedIssue:
+    """Render edition ``code`` once (``web=True``: the archive's version, nothing personal)."""
     started = time.perf_counter()
-    issue = loaded.issue
+    issue = loaded.edition(code)
     mjml_source = render_mjml(issue, home, web=web, cache_dir=cache_dir)
-    html = inline_css_cached(compile_mjml(mjml_source, issue.theme_name), cache_dir)
-    text = render_text(issue, Placeholders(), web=web)
+    html = inline_css_cached(
+        mark_directions(compile_mjml(mjml_source, issue.theme_name)), cache_dir
+    )
+    text = render_text(issue, Placeholders(), web=web, words=words_for(issue))
     log.debug(
         "rendered %s (theme %s%s): %d bytes of HTML in %.0f ms",
         loaded.path,

@@ -9,6 +9,7 @@ tokens (see ``fields``).
 from __future__ import annotations
 
 from composer.issue import markdown as md
+from composer.issue.editions import direction
 from composer.issue.model import (
     AnyBlock,
     FocusBlock,
@@ -22,6 +23,7 @@ from composer.issue.model import (
     TextBlock,
 )
 from composer.render.fields import Placeholders
+from composer.render.i18n import Words
 
 RULE = "=" * 60
 THIN = "-" * 60
@@ -42,7 +44,20 @@ def _reply(reply: Reply) -> str:
     return icon + md.to_text_inline(reply.text)
 
 
-def _story(story: Story) -> list[str]:
+# Marks that set a plain-text paragraph's direction (the first strong
+# character decides it, and a line may start with a URL or a number).
+RLM, LRM = "\u200f", "\u200e"
+
+
+def mark_direction(text: str, way: str) -> str:
+    """Every line of ``text`` made to run ``way`` ('rtl' or 'ltr')."""
+    mark = RLM if way == "rtl" else LRM
+    return "\n".join(
+        line if not line or line[0] in (RLM, LRM) else mark + line for line in text.split("\n")
+    )
+
+
+def _story(story: Story, words: Words) -> list[str]:
     kicker = f"{story.kicker}: " if story.kicker else ""
     head = [kicker + story.headline]
     if story.url:
@@ -55,7 +70,8 @@ def _story(story: Story) -> list[str]:
     out.append(md.to_text(story.body))
     out.extend(_reply(r) for r in story.replies)
     if story.see_also:
-        out.append(f"{story.see_also_label} {md.to_text_inline(story.see_also)}")
+        label = story.see_also_label or words("See also:")
+        out.append(f"{label} {md.to_text_inline(story.see_also)}")
     return out
 
 
@@ -63,10 +79,10 @@ def _heading(text: str | None) -> list[str]:
     return [f"{RULE}\n{text.upper()}\n{RULE}"] if text else []
 
 
-def _block(block: AnyBlock) -> list[str]:
+def _block(block: AnyBlock, words: Words) -> list[str]:
     out = _heading(block.heading)
     if isinstance(block, LeadBlock):
-        out.extend(_story(block.story))
+        out.extend(_story(block.story, words))
     elif isinstance(block, LinksBlock):
         if block.intro:
             out.append(md.to_text(block.intro))
@@ -90,8 +106,8 @@ def _block(block: AnyBlock) -> list[str]:
         for region in block.regions:
             out.append(f"{THIN}\n{region.name.upper()}\n{THIN}")
             if region.spotlight:
-                out.append(region.spotlight_label)
-                out.extend(_story(region.spotlight))
+                out.append(region.spotlight_label or words("Spotlight:"))
+                out.extend(_story(region.spotlight, words))
             if region.other_news_label or region.other_news:
                 items = [_link(item) for item in region.other_news]
                 out.append("\n".join([region.other_news_label or "", *items]).strip())
@@ -102,27 +118,42 @@ def _block(block: AnyBlock) -> list[str]:
     return out
 
 
-def render_text(issue: Issue, subscriber: Placeholders, web: bool = False) -> str:
+def _section(block: AnyBlock, words: Words) -> str:
+    """One section's text, marked with its own direction if it has one."""
+    text = "\n\n".join(p for p in _block(block, words) if p)
+    way = block.dir or (direction(block.lang) if block.lang else None)
+    return mark_direction(text, way) if way and way != words.dir else text
+
+
+def render_text(
+    issue: Issue, subscriber: Placeholders, web: bool = False, words: Words | None = None
+) -> str:
     """The whole text part, tokens in place of per-subscriber values."""
     nl = issue.newsletter
+    words = words or Words(issue.language, nl.strings)
+    view = nl.footer.view_online_label or words("View in browser")
     parts = [
-        f"{nl.title} · {issue.date.strftime('%-d %B %Y')}\n{nl.organisation}",
+        f"{nl.title} · {words.date(issue.date)}\n{nl.organisation}",
         issue.headline or issue.subject,
     ]
     if not web:
-        parts.append(f"{nl.footer.view_online_label}: <{subscriber.view_url}>")
-    for block in issue.sections:
-        parts.extend(_block(block))
+        parts.append(f"{view}: <{subscriber.view_url}>")
+    parts.extend(_section(block, words) for block in issue.sections)
     footer = [THIN]
     footer.extend(_link(link) for link in nl.footer.links)
     parts.append("\n".join(footer))
     if nl.footer.reason:
         parts.append(md.to_text(nl.footer.reason))
+    else:
+        parts.append(
+            words("You are receiving %(title)s because you subscribed to it.", title=nl.title)
+        )
     parts.append(nl.footer.address.strip())
     if not web:
         parts.append(
-            f"This email was sent to {subscriber.email}.\n"
-            f"{nl.footer.unsubscribe_label}: <{subscriber.unsubscribe_url}>\n"
-            f"{nl.footer.view_online_label}: <{subscriber.view_url}>"
+            words("This email was sent to %(email)s.", email=subscriber.email)
+            + f"\n{nl.footer.unsubscribe_label or words('Unsubscribe')}: "
+            f"<{subscriber.unsubscribe_url}>\n{view}: <{subscriber.view_url}>"
         )
-    return "\n\n".join(p for p in parts if p) + "\n"
+    text = "\n\n".join(p for p in parts if p) + "\n"
+    return mark_direction(text, "rtl") if words.dir == "rtl" else text

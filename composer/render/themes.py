@@ -16,6 +16,7 @@ package as ``composer/themes/``.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import shutil
 from functools import lru_cache
@@ -25,6 +26,7 @@ import jinja2
 
 from composer.errors import TemplateError
 from composer.issue import markdown as md
+from composer.render.i18n import long_date
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,12 @@ def _names(root: Path) -> list[str]:
     return [p.name for p in root.iterdir() if p.is_dir()]
 
 
-def longdate(value: object) -> str:
+@jinja2.pass_context
+def longdate(context: jinja2.runtime.Context, value: object) -> str:
+    """A date in the edition's language ('16 de abril de 2025')."""
+    edition = context.get("edition")
+    if isinstance(value, dt.date) and edition is not None:
+        return long_date(value, edition.lang)
     strftime = getattr(value, "strftime", None)
     return str(strftime("%-d %B %Y")) if strftime else str(value)
 

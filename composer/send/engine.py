@@ -50,6 +50,7 @@ from composer.errors import (
     SubscriberError,
     TransportError,
 )
+from composer.issue.editions import choose
 from composer.mail.message import MessageTemplate
 from composer.mail.replies import same_refusal
 from composer.mail.transport import (
@@ -62,8 +63,8 @@ from composer.mail.transport import (
     make_transport,
 )
 from composer.send.lock import SendLock
-from composer.send.plan import SendOptions, SendPlan
-from composer.send.prepare import message_template
+from composer.send.plan import SendOptions, SendPlan, by_edition
+from composer.send.prepare import message_templates
 from composer.send.rate import RateLimiter
 from composer.send.recipients import Recipients
 from composer.store.database import Delivery, Store
@@ -114,6 +115,7 @@ class SendSummary:
     interrupted: bool
     settled_in_doubt: int  # rows a crashed run left 'sending', now in doubt
     in_doubt_left: int  # messages this run leaves in doubt (its own and a crash's)
+    sent_by_edition: dict[str, int] = field(default_factory=dict)  # the issue's, all runs
 
 
 Session = Generator[str, "Delivery | None", None]
@@ -136,7 +138,7 @@ class _Engine:
         self,
         settings: Settings,
         options: SendOptions,
-        template: MessageTemplate,
+        templates: dict[str, MessageTemplate],
         issue: str,
         list_name: str,
         transport: Transport,
@@ -144,7 +146,10 @@ class _Engine:
     ) -> None:
         self.settings = settings
         self.options = options
-        self.template = template
+        self.templates = templates  # by edition, the main one first
+        self.template = template = next(iter(templates.values()))
+        self._main = next(iter(templates))
+        self._edition_of: dict[str, str | None] = {}  # a subscriber's language -> edition
         self.issue = issue
         self.recipients = Recipients(settings, issue, list_name)
         self.transport = transport
@@ -231,10 +236,23 @@ class _Engine:
         built = self._built.pop(item.subscriber_id, None)
         return built.result() if built is not None else self._build_now(item)
 
-    def _build_now(self, item: Delivery) -> list[bytes] | Result:
+    def _edition(self, language: str) -> str | None:
+        """The edition of a subscriber whose language is ``language`` (None: the main)."""
         try:
-            return self.template.build_chunks(
-                self.recipients.subscriber(item.subscriber_id, item.email, item.name),
+            return self._edition_of[language]
+        except KeyError:
+            code: str | None = choose(language, self.templates, self._main)
+            if code == self._main:
+                code = None
+            self._edition_of[language] = code
+            return code
+
+    def _build_now(self, item: Delivery) -> list[bytes] | Result:
+        edition = self._edition(item.language) if len(self.templates) > 1 else None
+        template = self.templates[edition] if edition else self.template
+        try:
+            return template.build_chunks(
+                self.recipients.subscriber(item.subscriber_id, item.email, item.name, edition),
                 wire=self.transport.wire,
                 eight_bit=self.eight_bit,
             )
@@ -369,7 +387,9 @@ class _Engine:
         lost: threading.Event | None = None,
     ) -> None:
         self.eight_bit = (
-            self.settings.smtp_8bitmime and first.eight_bit and self.template.can_send_8bit()
+            self.settings.smtp_8bitmime
+            and first.eight_bit
+            and all(t.can_send_8bit() for t in self.templates.values())
         )
         links = [_Link(first if i == 0 else None) for i in range(max(1, self.options.connections))]
         live = list(links)
@@ -632,7 +652,7 @@ def run_send(
     started = time.monotonic()
     transport = make_transport(settings)
     list_name = options.list_name or ""
-    template = message_template(settings, plan.prepared)
+    templates = message_templates(settings, plan.prepared)
     with (
         SendLock(settings.db_path, settings.db_wait) as lock,
         Store(settings.db_path, wait=settings.db_wait) as store,
@@ -645,7 +665,7 @@ def run_send(
             store.drop_inactive(plan.issue)
             if options.resend_in_doubt:
                 store.requeue_in_doubt(plan.issue)
-            store.start_send(plan.issue, plan.prepared.rendered.digest, plan.subject)
+            store.start_send(plan.issue, plan.prepared.digest, plan.subject)
             waiting = store.counts(plan.issue)
             store.enqueue(
                 plan.issue,
@@ -666,7 +686,7 @@ def run_send(
         engine = _Engine(
             settings,
             options,
-            template,
+            templates,
             plan.issue,
             list_name,
             transport,
@@ -694,7 +714,9 @@ def run_send(
             raise engine.error
         try:
             counts = store.counts(plan.issue)
+            sent_by_edition = by_edition(plan.prepared, store.sent_languages(plan.issue))
         except ComposerError:
+            sent_by_edition = {}
             counts = dict.fromkeys(
                 ("pending", "sending", "sent", "deferred", "failed", "in_doubt"), 0
             )
@@ -707,4 +729,5 @@ def run_send(
             interrupted=interrupted,
             settled_in_doubt=settled,
             in_doubt_left=left,
+            sent_by_edition=sent_by_edition,
         )

@@ -3,7 +3,8 @@ run that builds every message, and a single test copy."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from composer.config import Settings
 from composer.errors import IssueError, SendError
@@ -44,6 +45,7 @@ class SendPlan:
     in_doubt: int  # in doubt from earlier runs (incl. ones a crash left 'sending')
     already_sent: int
     started_before: bool
+    editions: dict[str, int] = field(default_factory=dict)  # the audience by edition
 
     @property
     def audience(self) -> int:
@@ -77,8 +79,10 @@ def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
             )
         new = store.count_new(slug, options.list_name)
         waiting = store.count_waiting(slug)
+        languages = store.audience_languages(slug, options.list_name, options.limit)
     if options.limit is not None:
         new = min(new, max(0, options.limit - waiting))
+    editions = by_edition(prepared, languages)
     return SendPlan(
         prepared=prepared,
         issue=slug,
@@ -90,7 +94,17 @@ def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
         in_doubt=counts["in_doubt"] + counts["sending"],
         already_sent=counts["sent"],
         started_before=record is not None,
+        editions=editions,
     )
+
+
+def by_edition(prepared: Prepared, languages: dict[str, int]) -> dict[str, int]:
+    """Counts by subscriber language summed by the edition each language gets,
+    every edition listed, the main one first."""
+    counts: Counter[str] = Counter(dict.fromkeys(prepared.editions, 0))
+    for language, n in languages.items():
+        counts[prepared.edition_for(language)] += n
+    return dict(counts)
 
 
 @dataclass(frozen=True)

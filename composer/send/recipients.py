@@ -17,8 +17,10 @@ SAMPLE_EMAIL = "reader@example.org"
 SAMPLE_ID = 0  # no subscriber has id 0: a sample's unsubscribe link changes nothing
 
 
-def view_url(settings: Settings, issue_slug: str) -> str:
-    return f"{settings.base_url}/issues/{issue_slug}/"
+def view_url(settings: Settings, issue_slug: str, edition: str | None = None) -> str:
+    """The web version: the main edition's, or another edition's (``/es/``)."""
+    tail = f"{edition}/" if edition else ""
+    return f"{settings.base_url}/issues/{issue_slug}/{tail}"
 
 
 class Recipients:
@@ -27,7 +29,9 @@ class Recipients:
     def __init__(self, settings: Settings, issue_slug: str, list_name: str = "") -> None:
         self.settings = settings
         self.list_name = list_name
+        self.slug = issue_slug
         self.view_url = view_url(settings, issue_slug)
+        self._views: dict[str | None, str] = {None: self.view_url}
         self._key = settings.secret_key.get()
         self._base = settings.base_url
         self._mailbox = settings.unsubscribe_mailbox
@@ -40,7 +44,16 @@ class Recipients:
             f"mailto:{self._mailbox}?subject=unsubscribe%20{token}",
         )
 
-    def subscriber(self, subscriber_id: int, email: str, name: str) -> Recipient:
+    def view(self, edition: str | None) -> str:
+        """The web version of ``edition`` (None: the main edition)."""
+        url = self._views.get(edition)
+        if url is None:
+            url = self._views[edition] = view_url(self.settings, self.slug, edition)
+        return url
+
+    def subscriber(
+        self, subscriber_id: int, email: str, name: str, edition: str | None = None
+    ) -> Recipient:
         https, mailto = self.unsubscribe_urls(subscriber_id)
         return Recipient(
             key=str(subscriber_id),
@@ -48,10 +61,10 @@ class Recipients:
             name=name,
             unsubscribe_url=https,
             unsubscribe_mailto=mailto,
-            view_url=self.view_url,
+            view_url=self.view(edition),
         )
 
-    def sample(self) -> Recipient:
+    def sample(self, edition: str | None = None) -> Recipient:
         https, mailto = self.unsubscribe_urls(SAMPLE_ID)
         return Recipient(
             key="sample",
@@ -59,10 +72,10 @@ class Recipients:
             name=SAMPLE_NAME,
             unsubscribe_url=https,
             unsubscribe_mailto=mailto,
-            view_url=self.view_url,
+            view_url=self.view(edition),
         )
 
-    def test_copy(self, email: str) -> Recipient:
+    def test_copy(self, email: str, edition: str | None = None) -> Recipient:
         https, mailto = self.unsubscribe_urls(SAMPLE_ID)
         return Recipient(
             key=f"test-{email}",
@@ -70,5 +83,5 @@ class Recipients:
             name="",
             unsubscribe_url=https,
             unsubscribe_mailto=mailto,
-            view_url=self.view_url,
+            view_url=self.view(edition),
         )

@@ -88,6 +88,7 @@ class Delivery:
     email: str
     name: str
     attempts: int
+    language: str = ""  # picks the edition
 
 
 class Store:
@@ -539,10 +540,12 @@ class Store:
         after = 0
         while True:
             rows = self.query(
-                "SELECT s.id, s.email, s.name " + audience + " AND s.id > ? ORDER BY s.id LIMIT ?",
+                "SELECT s.id, s.email, s.name, s.language "
+                + audience
+                + " AND s.id > ? ORDER BY s.id LIMIT ?",
                 [issue, *args, after, batch],
             )
-            yield from (Delivery(r[0], r[1], r[2], 0) for r in rows)
+            yield from (Delivery(r[0], r[1], r[2], 0, r[3]) for r in rows)
             if len(rows) < batch:
                 return
             after = rows[-1][0]
@@ -575,13 +578,13 @@ class Store:
     def due(self, issue: str, after_id: int, now: float, limit: int) -> list[Delivery]:
         """Pending or due deferred deliveries after ``after_id``, in id order."""
         rows = self.query(
-            "SELECT d.subscriber_id, s.email, s.name, d.attempts FROM deliveries d "
+            "SELECT d.subscriber_id, s.email, s.name, d.attempts, s.language FROM deliveries d "
             "JOIN subscribers s ON s.id = d.subscriber_id WHERE d.issue = ? AND "
             "d.subscriber_id > ? AND (d.state = 'pending' OR (d.state = 'deferred' AND "
             "d.next_attempt_at <= ?)) AND s.status = 'active' ORDER BY d.subscriber_id LIMIT ?",
             (issue, after_id, now, limit),
         )
-        return [Delivery(r[0], r[1], r[2], r[3]) for r in rows]
+        return [Delivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def next_deferred_at(self, issue: str) -> float | None:
         rows = self.query(
@@ -589,6 +592,36 @@ class Store:
             (issue,),
         )
         return None if rows[0][0] is None else float(rows[0][0])
+
+    def audience_languages(
+        self, issue: str, list_name: str | None, limit: int | None = None
+    ) -> dict[str, int]:
+        """The audience still to be mailed (new and waiting; the first ``limit``
+        of it) by subscriber language."""
+        audience, args = self.audience_sql(list_name, waiting_too=True)
+        tail = " ORDER BY s.id LIMIT ?" if limit is not None else ""
+        return {
+            language: n
+            for language, n in self.query(
+                "SELECT language, count(*) FROM (SELECT s.language AS language "
+                + audience
+                + tail
+                + ") GROUP BY language",
+                [issue, *args, *([limit] if limit is not None else [])],
+            )
+        }
+
+    def sent_languages(self, issue: str) -> dict[str, int]:
+        """Messages of ``issue`` sent, by subscriber language."""
+        return {
+            language: n
+            for language, n in self.query(
+                "SELECT s.language, count(*) FROM deliveries d JOIN subscribers s "
+                "ON s.id = d.subscriber_id WHERE d.issue = ? AND d.state = 'sent' "
+                "GROUP BY s.language",
+                (issue,),
+            )
+        }
 
     def counts(self, issue: str) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)

@@ -26,6 +26,7 @@ from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -256,16 +257,27 @@ async def _one_click_body(request: Request) -> bool:
 
 def serve_app(settings: Settings) -> ASGIApp:
     """``newsletter serve``: the archive and unsubscribes, on the newsletter's database."""
-    pages: dict[tuple[str, int], bytes] = {}
+    pages: dict[tuple[str, int, str], bytes] = {}
     lock = threading.Lock()
+
+    def _language(request: Request, items: list[archive.Entry]) -> str | None:
+        """The path's edition language: None for the main one; raises 404 for
+        one the archive does not have."""
+        code = request.path_params.get("edition")
+        if code is None:
+            return None
+        if code not in archive.languages(items):
+            raise HTTPException(404)
+        return str(code)
 
     def index(request: Request) -> Response:
         items = archive.entries(settings)
-        return HTMLResponse(archive.index_page(settings, items))
+        return HTMLResponse(archive.index_page(settings, items, _language(request, items)))
 
     def feed(request: Request) -> Response:
+        items = archive.entries(settings)
         return Response(
-            archive.feed(settings, archive.entries(settings)),
+            archive.feed(settings, items, _language(request, items)),
             media_type="application/atom+xml; charset=utf-8",
         )
 
@@ -276,11 +288,17 @@ def serve_app(settings: Settings) -> ASGIApp:
         found = [e for e in archive.entries(settings) if e.slug == slug]
         if not found:
             return not_found()
-        key = (str(found[0].path), found[0].path.stat().st_mtime_ns)
+        entry = found[0]
+        edition = request.path_params.get("edition")
+        if edition is not None and (
+            edition == entry.loaded.main or edition not in entry.loaded.editions
+        ):
+            return not_found()
+        key = (str(entry.path), entry.path.stat().st_mtime_ns, edition or "")
         with lock:
             html = pages.get(key)
         if html is None:
-            html = archive.issue_page(settings, found[0])
+            html = archive.issue_page(settings, entry, edition)
             with lock:
                 pages[key] = html
         return HTMLResponse(html)
@@ -332,9 +350,14 @@ def serve_app(settings: Settings) -> ASGIApp:
             Route("/issues/{slug}/", issue),
             Route("/issues/{slug}/index.html", issue),
             Route("/issues/{slug}", issue),
+            Route("/issues/{slug}/{edition}/", issue),
+            Route("/issues/{slug}/{edition}/index.html", issue),
             Route("/unsubscribe", unsubscribe_info),
             Route("/unsubscribe/{token}", confirm, methods=["GET", "HEAD"]),
             Route("/unsubscribe/{token}", one_click, methods=["POST"]),
+            Route("/{edition}/", index),
+            Route("/{edition}/index.html", index),
+            Route("/{edition}/feed.xml", feed),
         ],
         exception_handlers={404: lambda r, e: not_found(), ComposerError: _composer_error},
     )
@@ -374,7 +397,7 @@ def preview_app(state: Any) -> ASGIApp:
         return Response(script_js, media_type="text/javascript; charset=utf-8")
 
     def email_html(request: Request) -> Response:
-        snap = state.snapshot
+        snap = state.edition_snapshot(request.query_params.get("edition"))
         if snap is None:
             return PlainTextResponse("The issue has errors; see the preview page.", 503)
         return HTMLResponse(
@@ -382,12 +405,12 @@ def preview_app(state: Any) -> ASGIApp:
         )
 
     def email_text(request: Request) -> Response:
-        snap = state.snapshot
+        snap = state.edition_snapshot(request.query_params.get("edition"))
         return PlainTextResponse(snap.text if snap else "", headers={"cache-control": "no-store"})
 
     def state_json(request: Request) -> Response:
         return Response(
-            json.dumps(state.as_json()),
+            json.dumps(state.as_json(request.query_params.get("edition"))),
             media_type="application/json",
             headers={"cache-control": "no-store"},
         )

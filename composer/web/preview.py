@@ -19,6 +19,7 @@ from composer.issue.checks import GMAIL_CLIP_BYTES
 from composer.issue.files import resolve_issue_path
 from composer.mail.addresses import normalise
 from composer.mail.message import Recipient, personalise
+from composer.render.i18n import language_name
 from composer.render.themes import theme_dirs
 from composer.send.prepare import Prepared, message_template, prepare
 from composer.send.recipients import Recipients
@@ -41,17 +42,34 @@ class PreviewState:
         self.shown_path = resolve_issue_path(spec, settings.home)  # as messages name it
         self.path = self.shown_path.resolve()
         self.as_email = as_email
-        self.snapshot: Snapshot | None = None
+        self.snapshots: dict[str, Snapshot] = {}  # by edition, the main one first
+        self.default_edition: str | None = None  # --as a subscriber: their edition
         self.error: str | None = None
         self.version = 0
         self.theme = "default"
         self._lock = threading.Lock()
         self.rebuild()
 
-    def _recipient(self, prepared: Prepared) -> Recipient:
-        recipients = Recipients(self.settings, prepared.slug)
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The edition shown first: the subscriber's (``--as``), else the main one."""
+        return self.edition_snapshot(None)
+
+    def edition_snapshot(self, code: str | None) -> Snapshot | None:
+        with self._lock:
+            snaps = self.snapshots
+            code = code if code in snaps else self.default_edition
+        if code in snaps:
+            return snaps[code]
+        return next(iter(snaps.values()), None)
+
+    def _recipient(
+        self, prepared: Prepared, recipients: Recipients, edition: str
+    ) -> tuple[Recipient, bool]:
+        """The recipient shown in ``edition``, and whether it is that subscriber's own."""
+        key = None if edition == prepared.main else edition
         if self.as_email is None:
-            return recipients.sample()
+            return recipients.sample(key), False
         address = normalise(self.as_email)
         with Store(self.settings.db_path, create=False) as store:
             subscriber = store.subscriber(address)
@@ -59,28 +77,34 @@ class PreviewState:
             raise ComposerError(
                 f"--as {address}: not a subscriber; see `newsletter subscribers list`"
             )
-        return recipients.subscriber(subscriber.id, subscriber.email, subscriber.name)
+        own = prepared.edition_for(subscriber.language) == edition
+        return recipients.subscriber(subscriber.id, subscriber.email, subscriber.name, key), own
 
     def rebuild(self) -> None:
         try:
             prepared = prepare(str(self.shown_path), self.settings)
             self.theme = prepared.loaded.issue.theme_name
-            recipient = self._recipient(prepared)
-            rendered = prepared.rendered
-            html, text = personalise(rendered, recipient)
-            raw = message_template(self.settings, prepared).build(recipient)
-            head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+            recipients = Recipients(self.settings, prepared.slug)
             findings = [(f.severity, str(f)) for f in prepared.findings]
-            snap = Snapshot(
-                rendered.subject,
-                html,
-                text,
-                head.replace("\r\n ", " ").split("\r\n"),
-                rendered.html_bytes,
-                findings,
-            )
+            snaps: dict[str, Snapshot] = {}
+            default = None
+            for code, rendered in prepared.editions.items():
+                recipient, own = self._recipient(prepared, recipients, code)
+                default = code if own else default
+                html, text = personalise(rendered, recipient)
+                raw = message_template(self.settings, prepared, edition=code).build(recipient)
+                head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+                snaps[code] = Snapshot(
+                    rendered.subject,
+                    html,
+                    text,
+                    head.replace("\r\n ", " ").split("\r\n"),
+                    rendered.html_bytes,
+                    findings,
+                )
             with self._lock:
-                self.snapshot, self.error = snap, None
+                self.snapshots, self.error = snaps, None
+                self.default_edition = default or prepared.main
                 self.version += 1
         except IssueError as exc:
             self._fail("\n".join(exc.problems))
@@ -92,12 +116,17 @@ class PreviewState:
             self.error = message
             self.version += 1
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, edition: str | None = None) -> dict[str, Any]:
+        snap = self.edition_snapshot(edition)
         with self._lock:
-            snap, error, version = self.snapshot, self.error, self.version
+            error, version = self.error, self.version
+            codes = list(self.snapshots)
+            shown = edition if edition in self.snapshots else self.default_edition
         return {
             "version": version,
             "error": error,
+            "edition": shown,
+            "editions": [{"code": c, "name": language_name(c)} for c in codes],
             "subject": snap.subject if snap else "",
             "size": snap.size if snap else 0,
             "size_kb": f"{snap.size / 1024:.1f}" if snap else "0",

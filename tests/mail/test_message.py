@@ -135,6 +135,7 @@ def test_any_name_round_trips_without_new_headers(name: str) -> None:
             "subject",
             "date",
             "list-id",
+            "content-language",
             "list-unsubscribe-post",
             "mime-version",
             "content-type",

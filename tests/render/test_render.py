@@ -69,7 +69,7 @@ def test_text_part_shows_links_as_urls(rendered) -> None:  # type: ignore[no-unt
 def test_html_is_a_standards_mode_inlined_email(rendered) -> None:  # type: ignore[no-untyped-def]
     html = rendered.html
     assert html.startswith("<!DOCTYPE html>")  # premailer drops MRML's lower-case one
-    assert '<html lang="en"' in html
+    assert '<html lang="en-GB"' in html
     assert "@media only screen and (min-width: 480px)" in html  # columns side by side
     assert "@media only screen and (max-width: 480px)" in html  # our mobile rules
     doc = lxml.html.document_fromstring(html.encode())
