@@ -272,6 +272,26 @@ def schema() -> None:
 
 
 @app.command()
+def strings(
+    language: Annotated[
+        str, typer.Option(help="Show the words in this language, e.g. es or ar.")
+    ] = "en",
+) -> None:
+    """List the theme's own words, as newsletter.strings may replace them, in a language."""
+    from composer.issue.words import WORDS, catalog_languages
+    from composer.render.i18n import Words
+
+    words = Words(language, {})
+    typer.echo(f"# The theme's words in {language!r} (catalogs: {', '.join(catalog_languages())}).")
+    typer.echo("# Replace any of them in the issue file, under newsletter: strings:")
+    for msgid, where in WORDS.items():
+        typer.echo(f"# {where}")
+        typer.echo(
+            f"{json.dumps(msgid, ensure_ascii=False)}: {json.dumps(words(msgid), ensure_ascii=False)}"
+        )
+
+
+@app.command()
 def init(
     folder: Annotated[
         Path, typer.Argument(help="Folder to create the newsletter in [default: here].")

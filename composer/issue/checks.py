@@ -245,7 +245,7 @@ class _Editions:
         self.findings: list[Finding] = []
 
     def add(self, loc: Loc, message: str, in_overlay: bool) -> None:
-        where = self.loaded.locate(loc, self.code if in_overlay else None)
+        where = self.loaded.locate(loc, self.code if in_overlay else None, merged=False)
         field = (f"editions.{self.code}." if in_overlay else "") + _field(loc)
         self.findings.append(Finding("warning", where, field, message))
 
@@ -335,7 +335,8 @@ def check_issue(loaded: LoadedIssue, html_bytes: int | dict[str, int] | None) ->
     walker = _Walker(loaded)
     walker.issue(loaded.issue)
     _strings(walker, loaded.issue)
-    seen = {(f.where, f.message) for f in walker.findings}
+    # A finding about a value the edition shares is the main edition's, said once.
+    seen = {(f.where, f.field) for f in walker.findings}
     data = loaded.data if isinstance(loaded.data, dict) else {}
     for code, issue in loaded.editions.items():
         if code == loaded.main:
@@ -343,7 +344,9 @@ def check_issue(loaded: LoadedIssue, html_bytes: int | dict[str, int] | None) ->
         other = _Walker(loaded, code)
         other.issue(issue)
         _strings(other, issue)
-        walker.findings += [f for f in other.findings if (f.where, f.message) not in seen]
+        walker.findings += [
+            f for f in other.findings if (f.where, f.field.removeprefix(other.prefix)) not in seen
+        ]
         overlay = (data.get("editions") or {}).get(code) or {}
         diff = _Editions(loaded, code)
         diff.compare(data, overlay, ())

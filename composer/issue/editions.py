@@ -67,27 +67,52 @@ def choose(language: str, codes: Iterable[str], main: str) -> str:
     return main
 
 
-def merge(base: Any, overlay: Any) -> Any:
-    """``base`` with ``overlay`` laid over it (see the module's rules)."""
+Path = tuple[int | str, ...]
+# Where an item of a merged list came from, for lists an ``omit`` shortened:
+# (path of the list in the merged data) -> position in the edition's list.
+Positions = dict[Path, list[int]]
+
+
+def merge(base: Any, overlay: Any, moved: Positions | None = None, at: Path = ()) -> Any:
+    """``base`` with ``overlay`` laid over it (see the module's rules). ``moved``
+    collects the positions of items that an ``omit`` before them moved."""
     if isinstance(base, Mapping) and isinstance(overlay, Mapping):
         out = dict(base)
         for key, value in overlay.items():
-            out[key] = merge(base[key], value) if key in base else value
+            out[key] = merge(base[key], value, moved, (*at, key)) if key in base else value
         return out
     if isinstance(base, list) and isinstance(overlay, list):
         if not any(isinstance(v, Mapping) for v in (*base, *overlay)):
             return overlay
-        merged = []
+        merged: list[Any] = []
+        came_from: list[int] = []
         for i, item in enumerate(overlay):
             if isinstance(item, Mapping) and item.get(OMIT) is True and len(item) == 1:
                 continue
             if i < len(base) and _same_kind(base[i], item):
-                merged.append(merge(base[i], item))
+                merged.append(merge(base[i], item, moved, (*at, len(merged))))
             else:
                 merged.append(item)
+            came_from.append(i)
         merged.extend(base[len(overlay) :])
+        came_from.extend(range(len(overlay), len(base)))
+        if moved is not None and came_from != list(range(len(came_from))):
+            moved[at] = came_from
         return merged
     return overlay
+
+
+def unmoved(loc: Path, moved: Positions) -> Path:
+    """``loc`` in the merged data as a path in the edition's own lists."""
+    out: list[int | str] = []
+    merged: Path = ()
+    for part in loc:
+        if isinstance(part, int) and merged in moved and 0 <= part < len(moved[merged]):
+            out.append(moved[merged][part])
+        else:
+            out.append(part)
+        merged = (*merged, part)
+    return tuple(out)
 
 
 def _same_kind(base: Any, item: Any) -> bool:
@@ -96,9 +121,11 @@ def _same_kind(base: Any, item: Any) -> bool:
     return "type" not in item or item.get("type") == base.get("type")
 
 
-def edition_data(main: Mapping[str, Any], code: str, overlay: Mapping[str, Any]) -> dict[str, Any]:
+def edition_data(
+    main: Mapping[str, Any], code: str, overlay: Mapping[str, Any], moved: Positions | None = None
+) -> dict[str, Any]:
     """The whole issue data of edition ``code``: main merged with its overlay."""
-    data = merge({k: v for k, v in main.items() if k != "editions"}, overlay)
+    data = merge({k: v for k, v in main.items() if k != "editions"}, overlay, moved)
     newsletter = data.get("newsletter")
     if isinstance(newsletter, Mapping):
         data["newsletter"] = {**newsletter, "language": code}

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from composer.errors import IssueError
-from composer.issue.editions import EDITION_KEYS, LANGUAGE_RE, edition_data
+from composer.issue.editions import EDITION_KEYS, LANGUAGE_RE, Positions, edition_data, unmoved
 from composer.issue.model import BLOCK_TYPES, Issue
 
 try:  # libyaml's composer is ~10x faster than the pure-Python one
@@ -37,6 +37,7 @@ class LoadedIssue:
     root: yaml.Node
     editions: dict[str, Issue] = field(default_factory=dict)  # by language, main first
     data: Any = None  # the file's plain values (editions compared in ``check``)
+    moved: dict[str, Positions] = field(default_factory=dict)  # per edition, see editions.merge
 
     def __post_init__(self) -> None:
         if not self.editions:
@@ -59,10 +60,15 @@ class LoadedIssue:
             ]
         )
 
-    def locate(self, loc: tuple[int | str, ...], edition: str | None = None) -> str:
+    def locate(
+        self, loc: tuple[int | str, ...], edition: str | None = None, merged: bool = True
+    ) -> str:
         """``file:line:col`` of ``loc``: in edition's overlay where it gives that
-        value, else in the main edition."""
+        value, else in the main edition. ``merged``: ``loc`` is a path in the
+        edition as merged (a block an ``omit`` moved is found where it is written)."""
         if edition is not None and edition != self.main:
+            if merged:
+                loc = unmoved(loc, self.moved.get(edition, {}))
             found = _find(self.root, ("editions", edition, *loc))
             if found is not None:
                 return f"{self.path}:{_mark(found)}"
@@ -285,7 +291,11 @@ def _line_col(problem: str) -> tuple[int, int]:
 
 
 def _validate(
-    data: Any, root: yaml.Node, path: Path, edition: str | None = None
+    data: Any,
+    root: yaml.Node,
+    path: Path,
+    edition: str | None = None,
+    moved: Positions | None = None,
 ) -> tuple[Issue | None, list[str]]:
     """``data`` as an ``Issue``, or the located problems (an edition's are placed
     in its overlay where it gives the value, else in the main edition)."""
@@ -301,9 +311,10 @@ def _validate(
             where = _position(root, loc, at_key)
             name = _field_path(loc)
             if edition is not None:
-                found = _find(root, ("editions", edition, *loc))
+                own = unmoved(loc, moved or {})
+                found = _find(root, ("editions", edition, *own))
                 if found is not None or at_key:
-                    where = _position(root, ("editions", edition, *loc), at_key)
+                    where = _position(root, ("editions", edition, *own), at_key)
                 name = f"editions.{edition}.{name}"
             problems.append(f"{path}:{where}: {name}: {_describe(error)}")
         return None, problems
@@ -342,13 +353,15 @@ def parse_issue(source: bytes, path: Path) -> LoadedIssue:
     root, data = parse_yaml(source, path)
     issue, problems = _validate(data, root, path)
     editions: dict[str, Issue] = {}
+    moved: dict[str, Positions] = {}
     if issue is not None:
         editions[issue.language] = issue
         for code, overlay in (data.get("editions") or {}).items():
             found = _edition_problems(root, path, str(code), overlay, issue.language)
             if not found:
-                merged = edition_data(data, str(code), overlay)
-                edition, found = _validate(merged, root, path, str(code))
+                moves = moved[str(code)] = {}
+                merged = edition_data(data, str(code), overlay, moves)
+                edition, found = _validate(merged, root, path, str(code), moves)
                 if edition is not None:
                     editions[str(code)] = edition
             problems.extend(found)
@@ -358,7 +371,7 @@ def parse_issue(source: bytes, path: Path) -> LoadedIssue:
         raise IssueError(problems)
     assert issue is not None
     return LoadedIssue(
-        issue=issue, path=path, source=source, root=root, editions=editions, data=data
+        issue=issue, path=path, source=source, root=root, editions=editions, data=data, moved=moved
     )
 
 

@@ -61,9 +61,12 @@ def _encoded_words(text: str) -> str:
 
 
 def header_text(text: str) -> str:
-    """Unstructured header text (Subject): ASCII as is, otherwise encoded-words."""
+    """Unstructured header text (Subject): ASCII as is, otherwise encoded-words.
+
+    Text that looks like an encoded-word (``=?utf-8?b?...?=``) is encoded too:
+    written as is, readers would decode it into whatever it says."""
     text = clean(text, 250)
-    if text.isascii() and len(text) < 900:
+    if text.isascii() and len(text) < 900 and "=?" not in text:
         return text
     return _encoded_words(text)
 
@@ -77,7 +80,7 @@ def _mailbox(name: str, address: str) -> str:
     """``mailbox`` for a name already cleaned and an address already checked."""
     if not name:
         return address
-    if name.isascii():
+    if name.isascii() and "=?" not in name:  # see header_text
         if _ATEXT_PHRASE_RE.match(name):
             return f"{name} <{address}>"
         escaped = name.replace("\\", "\\\\").replace('"', '\\"')

@@ -124,10 +124,12 @@ class Bidi:
 
     @property
     def attrs(self) -> Markup:
-        """`` lang=".." dir=".."`` for an element whose language or direction is its own."""
-        if not self.own:
-            return Markup("")
-        return Markup(' lang="%s" dir="%s"') % (self.lang, self.dir)
+        """`` lang=".." dir=".."`` for the element around a text whose language or
+        direction is its own; `` dir="rtl"`` around every right-to-left text
+        (Gmail drops the document's ``dir``, so each text carries its own)."""
+        if self.own:
+            return Markup(' lang="%s" dir="%s"') % (self.lang, self.dir)
+        return Markup(' dir="rtl"') if self.dir == "rtl" else Markup("")
 
     def box(self, top: int, right: int, bottom: int, left: int) -> str:
         """CSS padding ``top right bottom left`` (px), mirrored right to left."""

@@ -72,7 +72,7 @@ def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
         record = store.send_record(slug)
         store.drop_inactive(slug)
         counts = store.counts(slug)
-        if record and record[0] != rendered.digest and not options.force:
+        if record and record[0] != prepared.digest and not options.force:
             raise SendError(
                 f"{loaded.path} changed after sending it started ({counts['sent']} sent); "
                 "send the rest as it is now with --force, or undo the edit"

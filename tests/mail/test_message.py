@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from composer.errors import SubscriberError
 from composer.issue.load import load_issue
-from composer.mail.message import MessageTemplate, Recipient, mailbox, personalise
+from composer.mail.message import MessageTemplate, Recipient, header_text, mailbox, personalise
 from composer.render.pipeline import render_issue
 from tests.conftest import SEED_ISSUE
 
@@ -204,3 +204,11 @@ def test_the_from_name_defaults_to_the_newsletters_title_and_reply_to_is_set() -
     assert msg["Reply-To"] == "redaktion@example.org"
     # A name in NEWSLETTER_FROM wins; no reply_to, no Reply-To.
     assert TEMPLATE.build(recipient()).count(b"Reply-To") == 0
+
+
+@pytest.mark.parametrize("text", ["=?utf-8?q?PayPal?=", "Hi =?utf-8?b?QmFuaw==?= there"])
+def test_text_that_looks_encoded_is_not_decoded_by_readers(text: str) -> None:
+    msg = parse(TEMPLATE.build(recipient(text)))
+    assert msg["To"].addresses[0].display_name == text
+    subject = parse(f"Subject: {header_text(text)}\r\n\r\n".encode())["Subject"]
+    assert str(subject) == text

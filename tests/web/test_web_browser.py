@@ -121,3 +121,32 @@ def _record(dialogs: list[str], dialog: Any) -> None:
     """A JavaScript dialog would mean injected script ran: note it and close it."""
     dialogs.append(dialog.message)
     dialog.dismiss()
+
+
+def test_preview_switches_between_editions(browser, newsletter_home: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    from tests.helpers import bilingual_seed
+
+    bilingual_seed(newsletter_home)
+    run("subscribers", "add", "ana@example.org", "--name", "Ana", "--language", "es")
+    with newsletter_server(
+        newsletter_home, "preview", "2025-04-16", "--as", "ana@example.org"
+    ) as port:
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"http://127.0.0.1:{port}/")
+        # Previewed as Ana, the Spanish edition is shown first.
+        expect(page.locator("#subject")).to_contain_text("Tecnología", timeout=WAIT)
+        assert page.locator("#edition-box").is_visible()
+        options = page.locator("#edition option").all_inner_texts()
+        assert options == ["English (en-GB)", "Español (es)"]
+        assert page.locator("#edition").input_value() == "es"
+        phone = page.frame_locator("#phone")
+        phone.locator("text=Darse de baja").wait_for(timeout=WAIT)
+        assert "Content-Language: es" in page.locator("#headers").inner_text()
+        page.select_option("#edition", "en-GB")
+        expect(page.locator("#subject")).to_contain_text("Clearview AI", timeout=WAIT)
+        phone.locator("text=Unsubscribe").wait_for(timeout=WAIT)
+        assert "This email was sent to ana@example.org" in page.locator("#text").inner_text()
+        assert "edition=en-GB" in page.url
+        page.close()
