@@ -286,9 +286,8 @@ def strings(
     typer.echo("# Replace any of them in the issue file, under newsletter: strings:")
     for msgid, where in WORDS.items():
         typer.echo(f"# {where}")
-        typer.echo(
-            f"{json.dumps(msgid, ensure_ascii=False)}: {json.dumps(words(msgid), ensure_ascii=False)}"
-        )
+        key, value = (json.dumps(t, ensure_ascii=False) for t in (msgid, words(msgid)))
+        typer.echo(f"{key}: {value}")
 
 
 @app.command()
@@ -631,6 +630,9 @@ def send(
     test: Annotated[
         str | None, typer.Option(help="Send one copy to this address, subject [TEST], unrecorded.")
     ] = None,
+    edition: Annotated[
+        str | None, typer.Option(help="With --test: the copy of this language's edition.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Send to at most N subscribers.")] = None,
     list_name: ListOpt = None,
     connections: Annotated[int, typer.Option(min=1, max=32, help="SMTP connections.")] = 4,
@@ -659,6 +661,11 @@ def send(
     from composer.send.plan import dry_run as build_all
     from composer.send.preflight import check_ready
 
+    if edition is not None and test is None:
+        raise typer.BadParameter(
+            "goes with --test: each subscriber gets the edition of their language",
+            param_hint="--edition",
+        )
     settings = _settings_checked()
     with _errors():
         _require_secret(settings, settings.uses_smtp and test is None)
@@ -675,13 +682,13 @@ def send(
     )
     with _errors():
         if test is not None and dry_run:
-            size = build_test_copy(issue, settings, test)
+            size = build_test_copy(issue, settings, test, edition)
             typer.echo(f"dry run: built the test copy to {test} ({size / 1000:.1f} KB); not sent")
             return
         if not dry_run:
             check_ready(settings)
         if test is not None:
-            label, result = send_test_copy(issue, settings, test)
+            label, result = send_test_copy(issue, settings, test, edition)
             typer.echo(f"test copy to {test} via {label}: {result.kind}: {result.reply}")
             if result.kind != "sent":
                 raise typer.Exit(1)

@@ -113,6 +113,22 @@ def empty_block(block: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _empty_edition(overlay: dict[str, Any]) -> dict[str, Any]:
+    """An edition's overlay for the next issue: its newsletter and headings kept."""
+    out: dict[str, Any] = {"subject": "", "preheader": ""}
+    if isinstance(overlay.get("newsletter"), dict):
+        out["newsletter"] = overlay["newsletter"]
+    sections = overlay.get("sections")
+    if isinstance(sections, list):
+        out["sections"] = [
+            {k: v for k, v in b.items() if k in ("type", "heading", "omit")}
+            if isinstance(b, dict)
+            else {}
+            for b in sections
+        ]
+    return out
+
+
 def new_issue(home: Path, date: dt.date | None = None) -> Path:
     """Start the next issue from the latest earlier one's structure, stories emptied.
 
@@ -140,6 +156,13 @@ def new_issue(home: Path, date: dt.date | None = None) -> Path:
         "preheader": "",
         "sections": [empty_block(b) for b in data.get("sections", []) if isinstance(b, dict)],
     }
+    editions = {
+        code: _empty_edition(overlay)
+        for code, overlay in (data.get("editions") or {}).items()
+        if isinstance(overlay, dict)
+    }
+    if editions:
+        fresh["editions"] = editions
     header = (
         "# yaml-language-server: $schema=../docs/issue.schema.json\n"
         f"# Started from {model.name} by `newsletter new`; fill in the stories.\n"

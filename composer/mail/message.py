@@ -32,7 +32,11 @@ from composer.render.fields import TOKEN_RE, fill, split
 from composer.render.pipeline import RenderedIssue
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_ATEXT_PHRASE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")
+# Words of atext separated by single spaces: such a name needs no quotes (a run
+# of spaces in a bare phrase is one space to a reader; quoted, it is kept).
+_ATEXT_PHRASE_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+( [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$"
+)
 _URL_RE = re.compile(r"^[\x21-\x3b=\x3f-\x7e]{1,2000}$")  # printable ASCII but < >
 CRLF = b"\r\n"
 

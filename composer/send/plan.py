@@ -129,24 +129,29 @@ def dry_run(plan: SendPlan, settings: Settings, options: SendOptions) -> DryRun:
 
 
 def _test_copy(
-    spec: str, settings: Settings, address: str
+    spec: str, settings: Settings, address: str, edition: str | None = None
 ) -> tuple[str, Recipient, MessageTemplate]:
-    prepared = prepare(spec, settings)
+    prepared = prepare(spec, settings, only=edition)
+    code = prepared.loaded.edition(edition).language if edition else prepared.main
     email = normalise(address)
-    template = message_template(settings, prepared, subject_prefix="[TEST] ")
-    return email, Recipients(settings, prepared.slug).test_copy(email), template
+    template = message_template(settings, prepared, subject_prefix="[TEST] ", edition=code)
+    key = None if code == prepared.main else code
+    return email, Recipients(settings, prepared.slug).test_copy(email, key), template
 
 
-def build_test_copy(spec: str, settings: Settings, address: str) -> int:
+def build_test_copy(spec: str, settings: Settings, address: str, edition: str | None = None) -> int:
     """The test copy's size, built and signed as it would be sent; nothing sent."""
-    _, recipient, template = _test_copy(spec, settings, address)
+    _, recipient, template = _test_copy(spec, settings, address, edition)
     return len(template.build(recipient))
 
 
-def send_test_copy(spec: str, settings: Settings, address: str) -> tuple[str, Result]:
-    """One copy to ``address``, subject prefixed [TEST]; recorded nowhere."""
+def send_test_copy(
+    spec: str, settings: Settings, address: str, edition: str | None = None
+) -> tuple[str, Result]:
+    """One copy to ``address`` (of ``edition``, default the main one), subject
+    prefixed [TEST]; recorded nowhere."""
     transport = make_transport(settings)
-    email, recipient, template = _test_copy(spec, settings, address)
+    email, recipient, template = _test_copy(spec, settings, address, edition)
     conn = transport.connect()
     try:
         eight_bit = settings.smtp_8bitmime and conn.eight_bit and template.can_send_8bit()

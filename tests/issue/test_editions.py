@@ -181,3 +181,16 @@ def test_an_edition_in_the_main_language_is_refused(newsletter_home: Path) -> No
 def test_an_existing_issue_file_stays_valid_and_has_one_edition() -> None:
     loaded = load_issue(SEED)
     assert list(loaded.editions) == ["en-GB"]
+
+
+def test_new_keeps_the_editions_with_their_headings(newsletter_home: Path) -> None:
+    import yaml
+
+    bilingual_seed(newsletter_home)
+    result = run("new")
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load((newsletter_home / "issues" / "2025-04-23.yaml").read_text("utf-8"))
+    es = data["editions"]["es"]
+    assert es["subject"] == "" and es["newsletter"]["title"] == "Actualización Semanal"
+    assert es["sections"][1] == {"heading": "De nosotros"}
+    assert "story" not in es["sections"][0]

@@ -126,3 +126,19 @@ def test_build_writes_each_edition_and_one_on_request(newsletter_home: Path) -> 
     missing = run("build", "2025-04-16", "--edition", "de")
     assert missing.exit_code == 1
     assert "no 'de' edition; this issue has en-GB, es" in missing.stderr
+
+
+def test_a_test_copy_of_each_edition(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
+) -> None:
+    bilingual_seed(newsletter_home)
+    handler = Handler()
+    with running(handler) as server:
+        use(monkeypatch, server.env())
+        result = run("send", "2025-04-16", "--test", "ed@example.org", "--edition", "es")
+        assert result.exit_code == 0, result.output
+        alone = run("send", "2025-04-16", "--edition", "es")
+    msg = handler.received[0].message()
+    assert msg["Subject"].startswith("[TEST] Tecnología de vigilancia")
+    assert "/issues/2025-04-16/es/" in msg.get_body(("html",)).get_content()
+    assert alone.exit_code == 2 and "goes with --test" in alone.stderr
