@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -285,6 +286,32 @@ class Issue(_Model):
     @property
     def slug(self) -> str:
         return self.date.isoformat()
+
+
+# Labels an issue may set and otherwise takes from the theme's words.
+_LABELS: dict[type[BaseModel], dict[str, str]] = {
+    Footer: {"unsubscribe_label": "Unsubscribe", "view_online_label": "View in browser"},
+    Story: {"see_also_label": "See also:"},
+    Region: {"spotlight_label": "Spotlight:"},
+}
+
+
+def with_labels(value: Any, words: Callable[[str], str]) -> Any:
+    """``value`` with every label it leaves unset filled in by ``words`` (the
+    theme's words in the edition's language), so that a theme printing
+    ``f.unsubscribe_label`` (as themes copied before catalogs did) shows it in
+    the edition's language."""
+    if isinstance(value, BaseModel):
+        update = {
+            name: with_labels(getattr(value, name), words) for name in type(value).model_fields
+        }
+        for name, message in _LABELS.get(type(value), {}).items():
+            if update[name] is None:
+                update[name] = words(message)
+        return value.model_copy(update=update)
+    if isinstance(value, list):
+        return [with_labels(v, words) for v in value]
+    return value
 
 
 def json_schema() -> dict[str, object]:

@@ -31,6 +31,17 @@ WORDS: dict[str, str] = {
     "Atom feed": "link to the archive's feed",
     "No issue has been sent yet.": "an empty archive",
     "Other languages:": "web version: before the links to the other editions",
+    "Unsubscribe?": "the page an unsubscribe link opens: its title",
+    "Stop sending the newsletter to %(email)s?": (
+        "that page's question; email is the reader's address"
+    ),
+    "You are unsubscribed": "the page after unsubscribing: its title",
+    "You will get no more newsletters from us. Sorry to see you go.": (
+        "the page after unsubscribing"
+    ),
+    "This address gets no more newsletters from us.": (
+        "an unsubscribe link of someone already unsubscribed"
+    ),
 }
 PLACEHOLDER_RE = re.compile(r"%\((\w+)\)s")
 

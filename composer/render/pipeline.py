@@ -19,7 +19,7 @@ import jinja2
 
 from composer.errors import TemplateError
 from composer.issue.load import LoadedIssue
-from composer.issue.model import Issue
+from composer.issue.model import Issue, with_labels
 from composer.render.fields import Placeholders
 from composer.render.html import compile_mjml, inline_css_cached, mark_directions
 from composer.render.i18n import Bidi, Words, bidi_of
@@ -83,6 +83,7 @@ def render_mjml(
 ) -> str:
     env = environment(issue.theme_name, home, cache_dir)
     words = words_for(issue)
+    issue = with_labels(issue, words)
     edition = Bidi(issue.language, words.dir)
     try:
         template = env.get_template("issue.mjml.j2")

@@ -34,6 +34,8 @@ from starlette.routing import Route
 from composer.audience.tokens import verify
 from composer.config import Settings
 from composer.errors import ComposerError
+from composer.issue.editions import LANGUAGE_RE, direction
+from composer.render.i18n import Words
 from composer.store.database import Store
 from composer.web import archive
 
@@ -199,7 +201,7 @@ _PAGES = jinja2.Environment(
     loader=jinja2.DictLoader(
         {
             "page.html": """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{{ lang }}" dir="{{ dir }}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
 <title>{{ title }}</title>
@@ -222,12 +224,22 @@ background: #a4161a; color: #fff; border: 0; border-radius: 4px; cursor: pointer
 
 
 def page(
-    title: str, *paragraphs: str, button: str | None = None, status: int = 200
+    title: str,
+    *paragraphs: str,
+    button: str | None = None,
+    status: int = 200,
+    lang: str = "en",
 ) -> HTMLResponse:
     html = _PAGES.get_template("page.html").render(
-        title=title, paragraphs=paragraphs, button=button
+        title=title, paragraphs=paragraphs, button=button, lang=lang, dir=direction(lang)
     )
     return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+
+
+def _words(language: str) -> Words:
+    """The words of a page for a subscriber whose language is ``language``."""
+    tag = language.strip().replace("_", "-")
+    return Words(tag if LANGUAGE_RE.match(tag) else "en", {})
 
 
 def not_found() -> HTMLResponse:
@@ -316,12 +328,18 @@ def serve_app(settings: Settings) -> ASGIApp:
             return page(*INVALID_LINK, status=400)
         with Store(settings.db_path) as store:
             subscriber = store.subscriber_by_id(claim.subscriber_id)
+        words = _words(subscriber.language if subscriber else "")
         if subscriber is None or subscriber.status != "active":
-            return page("You are unsubscribed", "This address gets no more newsletters from us.")
+            return page(
+                words("You are unsubscribed"),
+                words("This address gets no more newsletters from us."),
+                lang=words.language,
+            )
         return page(
-            "Unsubscribe?",
-            f"Stop sending the newsletter to {subscriber.email}?",
-            button="Unsubscribe",
+            words("Unsubscribe?"),
+            words("Stop sending the newsletter to %(email)s?", email=subscriber.email),
+            button=words("Unsubscribe"),
+            lang=words.language,
         )
 
     async def one_click(request: Request) -> Response:
@@ -338,8 +356,12 @@ def serve_app(settings: Settings) -> ASGIApp:
         detail = "one-click" + (f" (list {claim.list_name})" if claim.list_name else "")
         with Store(settings.db_path) as store:
             store.unsubscribe_id(claim.subscriber_id, detail)
+            subscriber = store.subscriber_by_id(claim.subscriber_id)
+        words = _words(subscriber.language if subscriber else "")
         return page(
-            "You are unsubscribed", "You will get no more newsletters from us. Sorry to see you go."
+            words("You are unsubscribed"),
+            words("You will get no more newsletters from us. Sorry to see you go."),
+            lang=words.language,
         )
 
     app = Starlette(

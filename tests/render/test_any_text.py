@@ -186,7 +186,7 @@ def _build_or_locate(home: Path, data: dict[str, Any], name: str) -> bool:
     assert str(msg["Subject"]) == clean(issue.subject, 250)
     head = email.message_from_bytes(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
     assert _mailboxes(head["To"]) == [(clean(name, 120), "ana@example.org")]
-    assert len(msg.get_all("To")) == 1 and msg.get_all("Cc") is None
+    assert len(msg.get_all("To") or []) == 1 and msg.get_all("Cc") is None
     assert msg.get_all("Bcc") is None
     assert _mailboxes(head["From"])[0][0] == clean(issue.newsletter.title, 120)
     assert len(msg["From"].addresses) == 1

@@ -204,3 +204,22 @@ def test_a_section_in_another_language_says_so(newsletter_home: Path) -> None:
     html = render_edition(loaded, "en-GB").html
     assert '<div lang="ar" dir="rtl">' in html
     assert 'dir="rtl"' in html and '<html lang="en-GB" dir="ltr"' in html
+
+
+def test_a_theme_copied_before_catalogs_shows_the_labels_translated(
+    newsletter_home: Path,
+) -> None:
+    own = newsletter_home / "templates" / "default" / "partials"
+    own.mkdir(parents=True)
+    (own / "footer.mjml.j2").write_text(
+        "<mj-section><mj-column><mj-text><p>{{ issue.newsletter.footer.unsubscribe_label }}"
+        " | {{ issue.newsletter.footer.view_online_label }}</p></mj-text></mj-column>"
+        "</mj-section>\n",
+        encoding="utf-8",
+    )
+    path = write_issue(
+        newsletter_home, "2025-04-16.yaml", [("  language: en-GB", "  language: es")]
+    )
+    html = render_issue(load_issue(path), newsletter_home).html
+    assert "Darse de baja | Ver en el navegador" in html
+    assert "None" not in html

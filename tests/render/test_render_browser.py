@@ -45,9 +45,9 @@ def test_email_is_responsive(browser, newsletter_home: Path, width: int) -> None
         assert spot["w"] + more["w"] <= 601
 
 
-def test_an_arabic_newsletter_reads_right_to_left_on_a_phone(
+def test_an_arabic_newsletter_reads_right_to_left_on_a_phone(  # type: ignore[no-untyped-def]
     browser, newsletter_home: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     import shutil
 
     from tests.helpers import DATA

@@ -45,8 +45,9 @@ def test_each_subscriber_gets_the_edition_of_their_language(
 
     for email, (_, language) in people.items():
         msg = next(m for m in handler.received if m.rcpt_tos == [email]).message()
-        html = msg.get_body(("html",)).get_content()
-        text = msg.get_body(("plain",)).get_content()
+        html_part, text_part = msg.get_body(("html",)), msg.get_body(("plain",))
+        assert html_part is not None and text_part is not None
+        html, text = html_part.get_content(), text_part.get_content()
         spanish = language.startswith("es")
         if spanish:
             assert msg["Subject"].startswith("Tecnología de vigilancia de Clearview AI")
@@ -140,5 +141,6 @@ def test_a_test_copy_of_each_edition(
         alone = run("send", "2025-04-16", "--edition", "es")
     msg = handler.received[0].message()
     assert msg["Subject"].startswith("[TEST] Tecnología de vigilancia")
-    assert "/issues/2025-04-16/es/" in msg.get_body(("html",)).get_content()
+    html = msg.get_body(("html",))
+    assert html is not None and "/issues/2025-04-16/es/" in html.get_content()
     assert alone.exit_code == 2 and "goes with --test" in alone.stderr

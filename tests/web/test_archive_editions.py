@@ -99,3 +99,37 @@ def test_serve_shows_each_edition_at_its_own_url(bilingual_sent: Path) -> None:
         if "ana@example.org" in m.read_text(encoding="utf-8")
     )
     assert "http://127.0.0.1:8000/issues/2025-04-16/es/" in message
+
+
+def test_the_unsubscribe_pages_speak_the_subscribers_language(bilingual_sent: Path) -> None:
+    import sqlite3
+
+    import httpx
+
+    from composer.audience.tokens import sign
+
+    db = sqlite3.connect(bilingual_sent / "newsletter.db")
+    try:
+        (ana,) = db.execute("SELECT id FROM subscribers WHERE email = 'ana@example.org'").fetchone()
+        db.execute("UPDATE subscribers SET language = 'ar' WHERE email = 'ben@example.org'")
+        db.commit()
+        (ben,) = db.execute("SELECT id FROM subscribers WHERE email = 'ben@example.org'").fetchone()
+    finally:
+        db.close()
+    with (
+        newsletter_server(bilingual_sent, "serve") as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        token = sign("test-secret-key", ana, "")
+        ask = client.get(f"/unsubscribe/{token}")
+        assert '<html lang="es" dir="ltr">' in ask.text
+        assert "¿Dejar de enviar el boletín a ana@example.org?" in ask.text
+        assert ">Darse de baja</button>" in ask.text
+        done = client.post(
+            f"/unsubscribe/{token}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert done.status_code == 200 and "Se ha dado de baja" in done.text
+        arabic = client.get(f"/unsubscribe/{sign('test-secret-key', ben, '')}")
+        assert '<html lang="ar" dir="rtl">' in arabic.text and "إلغاء الاشتراك" in arabic.text
