@@ -75,33 +75,11 @@ class LoadedIssue:
         return f"{self.path}:{_position(self.root, loc)}"
 
 
-def _find(node: yaml.Node, loc: tuple[int | str, ...]) -> yaml.Node | None:
-    """The node at exactly ``loc``, or None."""
-    for part in loc:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == part:
-                    child = value
-                    break
-        elif (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(part, int)
-            and 0 <= part < len(node.value)
-        ):
-            child = node.value[part]
-        if child is None:
-            return None
-        node = child
-    return node
-
-
-def _mark(node: yaml.Node) -> str:
-    return f"{node.start_mark.line + 1}:{node.start_mark.column + 1}"
-
-
-def _position(node: yaml.Node, loc: tuple[int | str, ...], at_key: bool = False) -> str:
-    """``line:col`` (1-based) of the deepest node along ``loc`` (of its key if ``at_key``)."""
+def _walk(
+    node: yaml.Node, loc: tuple[int | str, ...], at_key: bool = False
+) -> tuple[yaml.Node, bool]:
+    """The deepest node along ``loc`` (the key of the last one if ``at_key``), and
+    whether the whole of ``loc`` was there."""
     for i, part in enumerate(loc):
         child = None
         if isinstance(node, yaml.MappingNode):
@@ -116,10 +94,24 @@ def _position(node: yaml.Node, loc: tuple[int | str, ...], at_key: bool = False)
         ):
             child = node.value[part]
         if child is None:
-            break
+            return node, False
         node = child
-    mark = node.start_mark
-    return f"{mark.line + 1}:{mark.column + 1}"
+    return node, True
+
+
+def _find(node: yaml.Node, loc: tuple[int | str, ...]) -> yaml.Node | None:
+    """The node at exactly ``loc``, or None."""
+    found, whole = _walk(node, loc)
+    return found if whole else None
+
+
+def _mark(node: yaml.Node) -> str:
+    return f"{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+
+
+def _position(node: yaml.Node, loc: tuple[int | str, ...], at_key: bool = False) -> str:
+    """``line:col`` (1-based) of the deepest node along ``loc`` (of its key if ``at_key``)."""
+    return _mark(_walk(node, loc, at_key)[0])
 
 
 # Bounded work for any input: an issue file is text an editor wrote, so these
