@@ -34,14 +34,39 @@ def _inline_tokens(text: str) -> tuple[Token, ...]:
     return tuple(_parser().parseInline(text))
 
 
-def to_html(text: str) -> Markup:
-    """Block Markdown -> HTML (paragraphs, lists, headings)."""
-    return Markup(_parser().renderer.render(list(_block_tokens(text)), _parser().options, {}))
+# Images in running text never overflow a phone's screen.
+IMAGE_STYLE = "display:block;max-width:100%;height:auto;border:0"
+
+
+def _for_email(tokens: tuple[Token, ...], under: int | None) -> list[Token]:
+    """Tokens adjusted for an email: images kept within the column, and
+    headings placed under the heading level ``under`` (a ``#`` in a story whose
+    headline is an h3 becomes an h4), never deeper than h6."""
+    out: list[Token] = []
+    for tok in tokens:
+        if tok.type in ("heading_open", "heading_close") and under is not None:
+            tok = tok.copy(tag=f"h{min(6, under + int(tok.tag[1:]))}")
+        if tok.children and any(c.type == "image" for c in tok.children):
+            children = []
+            for child in tok.children:
+                if child.type == "image":
+                    child = child.copy(attrs={**child.attrs, "style": IMAGE_STYLE})
+                children.append(child)
+            tok = tok.copy(children=children)
+        out.append(tok)
+    return out
+
+
+def to_html(text: str, under: int | None = None) -> Markup:
+    """Block Markdown -> HTML (paragraphs, lists, headings under level ``under``)."""
+    tokens = _for_email(_block_tokens(text), under)
+    return Markup(_parser().renderer.render(tokens, _parser().options, {}))
 
 
 def to_html_inline(text: str) -> Markup:
     """Inline Markdown (no paragraphs) -> HTML."""
-    return Markup(_parser().renderer.render(list(_inline_tokens(text)), _parser().options, {}))
+    tokens = _for_email(_inline_tokens(text), None)
+    return Markup(_parser().renderer.render(tokens, _parser().options, {}))
 
 
 def _inline_text(children: list[Token] | None) -> str:

@@ -265,7 +265,9 @@ class Issue(_Model):
     date: dt.date
     subject: str = Field(min_length=1, max_length=200)
     preheader: str = Field(description="Inbox preview line after the subject", max_length=250)
-    headline: str | None = Field(None, description="Title shown at the top; defaults to subject")
+    headline: str | None = Field(
+        None, description="A line shown under the masthead (the subject is the email's own title)"
+    )
     theme: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     sections: list[Block]
     editions: dict[LanguageTag, dict[str, Any]] = Field(

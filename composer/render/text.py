@@ -132,10 +132,9 @@ def render_text(
     nl = issue.newsletter
     words = words or Words(issue.language, nl.strings)
     view = nl.footer.view_online_label or words("View in browser")
-    parts = [
-        f"{nl.title} · {words.date(issue.date)}\n{nl.organisation}",
-        issue.headline or issue.subject,
-    ]
+    parts = [f"{nl.title}\n{words.date(issue.date)} · {nl.organisation}"]
+    if issue.headline:
+        parts.append(issue.headline)
     if not web:
         parts.append(f"{view}: <{subscriber.view_url}>")
     parts.extend(_section(block, words) for block in issue.sections)
