@@ -28,6 +28,10 @@ from composer.issue.model import (
 )
 from composer.issue.words import WORDS, catalog_languages, has_catalog, placeholders
 
+# Link texts that say nothing when read out of context.
+VAGUE_LINKS = frozenset(
+    ("here", "click here", "click", "this", "link", "this link", "more", "read more", "aquí")
+)
 GMAIL_CLIP_BYTES = 102 * 1024
 WARN_HTML_BYTES = 90 * 1024
 
@@ -83,6 +87,15 @@ class _Walker:
         for ref in md.references(text):
             if ref.kind == "link":
                 self.url(ref.target, loc)
+                vague = ref.alt.strip().lower().rstrip(".:!")
+                if vague in VAGUE_LINKS:
+                    self.add(
+                        "warning",
+                        loc,
+                        f"link text {ref.alt.strip()!r} says nothing out of context (screen "
+                        "readers list links by their text); name where it leads: "
+                        "[the company's response](...)",
+                    )
             else:
                 self.url(ref.target, loc)
                 if not ref.alt.strip():
@@ -118,6 +131,8 @@ class _Walker:
         self.markdown(reply.text, (*loc, "text"))
 
     def story(self, story: Story, loc: Loc) -> None:
+        if not story.headline.strip():
+            self.add("warning", (*loc, "headline"), "headline is empty; write one")
         self.url(story.url, (*loc, "url"))
         self.image(story.image, (*loc, "image"))
         self.markdown(story.body, (*loc, "body"))
@@ -162,6 +177,10 @@ class _Walker:
                 self.empty((*loc, "topics"), name)
             for i, topic in enumerate(block.topics):
                 tloc = (*loc, "topics", i)
+                if not topic.heading.strip():
+                    self.add("warning", (*tloc, "heading"), "heading is empty; write one")
+                if not topic.body.strip():
+                    self.empty((*tloc, "body"), f"topic {topic.heading!r}")
                 self.markdown(topic.body, (*tloc, "body"))
                 for j, reply in enumerate(topic.replies):
                     self.reply(reply, (*tloc, "replies", j))
@@ -371,4 +390,5 @@ def check_issue(loaded: LoadedIssue, html_bytes: int | dict[str, int] | None) ->
         elif size > WARN_HTML_BYTES:
             walker.add("warning", ("sections",), where + ": you are close")
     order = {"error": 0, "warning": 1}
-    return sorted(walker.findings, key=lambda f: order[f.severity])
+    unique = list(dict.fromkeys(walker.findings))  # two vague links in one text: said once
+    return sorted(unique, key=lambda f: order[f.severity])

@@ -158,14 +158,20 @@ class Reference:
 
     kind: str  # "link" or "image"
     target: str
-    alt: str = ""
+    alt: str = ""  # an image's alt text, a link's text
 
 
 def references(text: str) -> Iterator[Reference]:
     for tok in _block_tokens(text):
-        for child in tok.children or []:
+        children = list(tok.children or [])
+        for i, child in enumerate(children):
             if child.type == "link_open":
-                yield Reference("link", str(child.attrGet("href") or ""))
+                label = []
+                for inner in children[i + 1 :]:
+                    if inner.type == "link_close":
+                        break
+                    label.append(inner.content)
+                yield Reference("link", str(child.attrGet("href") or ""), "".join(label))
             elif child.type == "image":
                 alt = "".join(c.content for c in child.children or [])
                 yield Reference("image", str(child.attrGet("src") or ""), alt)

@@ -14,7 +14,7 @@ from tests.helpers import run, write_issue
 def test_check_seed_passes_with_warnings() -> None:
     result = run("check", "2025-04-16")
     assert result.exit_code == 0
-    assert result.stdout.splitlines()[-1] == "issues/2025-04-16.yaml: 0 error(s), 7 warning(s)"
+    assert result.stdout.splitlines()[-1] == "issues/2025-04-16.yaml: 0 error(s), 10 warning(s)"
     assert (
         "issues/2025-04-16.yaml:257:12: warning: sections[7].items: section 'Jobs' is empty"
         in result.stdout
@@ -56,7 +56,7 @@ def test_check_reports_each_lint_error_with_location(newsletter_home: Path) -> N
     assert "sections[2].topics[1].replies[0].companies: right-of-reply note names no company" in out
     assert "26:7: error: date: date 2025-04-15 does not match the file name 2025-04-20.yaml" in out
     assert "warning: sections[6].body: section 'Events' is empty" in out
-    assert result.stderr.strip() == "issues/2025-04-20.yaml: 4 error(s), 8 warning(s)"
+    assert result.stderr.strip() == "issues/2025-04-20.yaml: 4 error(s), 10 warning(s)"
 
 
 def _big_issue(home: Path, name: str, paragraphs: int) -> Path:
@@ -205,3 +205,21 @@ def test_committed_schema_matches_the_model() -> None:
     assert json.loads(committed.read_text()) == json.loads(run("schema").stdout), (
         "regenerate with: newsletter schema > docs/issue.schema.json"
     )
+
+
+def test_check_warns_of_vague_links_and_empty_headlines(newsletter_home: Path) -> None:
+    write_issue(
+        newsletter_home,
+        "2025-04-16.yaml",
+        [
+            (
+                "      headline: Clearview AI’s facial recognition tech allegedly designed for "
+                "surveillance of marginalised groups\n",
+                "      headline: ''\n      see_also: '[Click here.](https://example.org/a)'\n",
+            )
+        ],
+    )
+    out = run("check", "2025-04-16").stdout
+    assert "sections[0].story.headline: headline is empty; write one" in out, out
+    assert "sections[0].story.see_also: link text 'Click here.' says nothing out of context" in out
+    assert "sections[6].body: link text 'here' says nothing out of context" in out
