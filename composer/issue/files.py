@@ -94,8 +94,33 @@ def _empty_text(block: dict[str, Any]) -> dict[str, Any]:
     return {"body": block.get("body", "")}
 
 
+def _empty_callout(block: dict[str, Any]) -> dict[str, Any]:
+    return {"body": "", **({"tone": block["tone"]} if "tone" in block else {})}
+
+
+def _empty_button(block: dict[str, Any]) -> dict[str, Any]:
+    return {"label": block.get("label", ""), "url": block.get("url", "")}
+
+
+def _empty_image(block: dict[str, Any]) -> dict[str, Any]:
+    return {"image": {"src": "", "alt": ""}}
+
+
+def _empty_quote(block: dict[str, Any]) -> dict[str, Any]:
+    return {"text": ""}
+
+
+def _empty_divider(block: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
 # One emptier per block type; the test suite checks that it covers BLOCK_TYPES.
 EMPTIERS = {
+    "callout": _empty_callout,
+    "button": _empty_button,
+    "image": _empty_image,
+    "quote": _empty_quote,
+    "divider": _empty_divider,
     "lead": _empty_lead,
     "links": _empty_links,
     "focus": _empty_focus,

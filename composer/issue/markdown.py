@@ -10,7 +10,7 @@ clients make them clickable.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -69,7 +69,12 @@ def to_html_inline(text: str) -> Markup:
     return Markup(_parser().renderer.render(tokens, _parser().options, {}))
 
 
-def _inline_text(children: list[Token] | None) -> str:
+# Where a link's URL goes in plain text: given the URL, what follows the link's
+# text (`` [3]`` for a numbered reference). Without one: `` <url>``.
+LinkNote = Callable[[str], str]
+
+
+def _inline_text(children: list[Token] | None, note: LinkNote | None = None) -> str:
     out: list[str] = []
     link_stack: list[tuple[str, int]] = []
     for tok in children or []:
@@ -85,7 +90,9 @@ def _inline_text(children: list[Token] | None) -> str:
             href, start = link_stack.pop()
             label = "".join(out[start:])
             if href and label.strip() != href:
-                out.append(f" <{href}>")
+                out.append(note(href) if note else f" <{href}>")
+            elif href and note:
+                out[start:] = [f"<{href}>"]
         elif tok.type == "image":
             alt = "".join(c.content for c in tok.children or [])
             if alt:
@@ -93,8 +100,9 @@ def _inline_text(children: list[Token] | None) -> str:
     return "".join(out)
 
 
-def to_text(text: str) -> str:
-    """Block Markdown -> plain text: paragraphs separated by a blank line."""
+def to_text(text: str, note: LinkNote | None = None) -> str:
+    """Block Markdown -> plain text: paragraphs separated by a blank line, each
+    on one line (the text part wraps them)."""
     blocks: list[str] = []
     prefix: list[str] = []
     counters: list[int | None] = []
@@ -119,7 +127,7 @@ def to_text(text: str) -> str:
         elif tok.type == "blockquote_close" and prefix:
             prefix.pop()
         elif tok.type == "inline":
-            content = _inline_text(tok.children)
+            content = _inline_text(tok.children, note)
             if blocks and blocks[-1].endswith("\x00heading"):
                 blocks[-1] = content.upper()
                 continue
@@ -147,9 +155,9 @@ def _is_item(line: str) -> bool:
     return line[:2] == "- " or line[:1].isdigit() and ". " in line[:5]
 
 
-def to_text_inline(text: str) -> str:
+def to_text_inline(text: str, note: LinkNote | None = None) -> str:
     tokens = _inline_tokens(text)
-    return _inline_text(list(tokens[0].children or [])) if tokens else ""
+    return _inline_text(list(tokens[0].children or []), note) if tokens else ""
 
 
 @dataclass(frozen=True)

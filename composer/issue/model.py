@@ -30,6 +30,8 @@ _ONE_LINE = (
     "alt",
     "button",
     "spotlight_label",
+    "author",
+    "source",
     "other_news_label",
     "see_also_label",
     "unsubscribe_label",
@@ -215,10 +217,69 @@ class TextBlock(_Block):
     body: Markdown = ""
 
 
+class CalloutBlock(_Block):
+    """A boxed note: an announcement, a correction, a warning."""
+
+    type: Literal["callout"]
+    heading: str | None = None
+    body: Markdown
+    tone: Literal["note", "important"] = Field(
+        "note", description="note (quiet) or important (the accent colour)"
+    )
+
+
+class ButtonBlock(_Block):
+    """A call to action: a line of text and a button (a table cell: it works in Outlook)."""
+
+    type: Literal["button"]
+    heading: str | None = None
+    text: Markdown | None = Field(None, description="What the button is for, above it")
+    label: str = Field(description="The button's text: 'Register now'")
+    url: Url
+
+
+class ImageBlock(_Block):
+    """An image across the column, with an optional caption."""
+
+    type: Literal["image"]
+    heading: str | None = None
+    image: Image
+    caption: Markdown | None = None
+
+
+class QuoteBlock(_Block):
+    """A quotation, with who said it."""
+
+    type: Literal["quote"]
+    heading: str | None = None
+    text: Markdown
+    author: str | None = Field(None, description="Who said it: 'Aiko Tanaka'")
+    source: str | None = Field(None, description="Where: 'at StellarConf 2025'")
+    url: Url | None = Field(None, description="Where the quote comes from")
+
+
+class DividerBlock(_Block):
+    """A rule between sections."""
+
+    type: Literal["divider"]
+    heading: None = Field(None, description="A divider has no heading")
+
+
 # The one declaration of the section types: the schema's union, the names
 # ``type:`` accepts, the blocks/ partial a theme needs for each, and ``new``'s
 # emptying all derive from this tuple.
-AnyBlock = LeadBlock | LinksBlock | FocusBlock | RegionsBlock | TextBlock
+AnyBlock = (
+    LeadBlock
+    | LinksBlock
+    | FocusBlock
+    | RegionsBlock
+    | TextBlock
+    | CalloutBlock
+    | ButtonBlock
+    | ImageBlock
+    | QuoteBlock
+    | DividerBlock
+)
 BLOCK_CLASSES: tuple[type[_Model], ...] = get_args(AnyBlock)
 BLOCK_TYPES: tuple[str, ...] = tuple(
     get_args(cls.model_fields["type"].annotation)[0] for cls in BLOCK_CLASSES

@@ -128,7 +128,12 @@ def render_edition(
     html = inline_css_cached(
         mark_directions(compile_mjml(mjml_source, issue.theme_name)), cache_dir
     )
-    text = render_text(issue, Placeholders(), web=web, words=words_for(issue))
+    env = environment(issue.theme_name, home, cache_dir)
+    words = words_for(issue)
+    try:
+        text = render_text(with_labels(issue, words), Placeholders(), env, web=web, words=words)
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"{_template_location(exc)}: {exc.message}") from None
     log.debug(
         "rendered %s (theme %s%s): %d bytes of HTML in %.0f ms",
         loaded.path,

@@ -27,6 +27,7 @@ import jinja2
 from composer.errors import TemplateError
 from composer.issue import markdown as md
 from composer.render.i18n import long_date
+from composer.render.text import text_filters
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ def longdate(context: jinja2.runtime.Context, value: object) -> str:
 def _environment(dirs: tuple[Path, ...], cache_dir: Path | None) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
-        autoescape=True,
+        # HTML (MJML) templates escape what they print; the text part's do not.
+        autoescape=lambda name: not (name or "").endswith(".txt.j2"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -103,6 +105,7 @@ def _environment(dirs: tuple[Path, ...], cache_dir: Path | None) -> jinja2.Envir
     env.filters["md"] = md.to_html
     env.filters["md_inline"] = md.to_html_inline
     env.filters["longdate"] = longdate
+    env.filters.update(text_filters())
     return env
 
 

@@ -35,7 +35,13 @@ def html_text(html: str) -> str:
 
 
 def text_without_urls(text: str) -> str:
-    return normalise(re.sub(r" ?<(https?|mailto):[^>]*>", "", text))
+    """The text part as the seed's lines read: no URLs, no reference numbers, no
+    spoken labels after the right-of-reply icons."""
+    text = re.sub(r"(?m)^\[\d+\] <[^>]*>$", "", text)
+    text = re.sub(r" ?<(https?|mailto):[^>]*>", "", text)
+    text = re.sub(r" \[\d+\]", "", text)
+    text = re.sub(r"(💬|❌) (Company response|No response): ", r"\1 ", text)
+    return normalise(text)
 
 
 def test_seed_has_the_lines_we_check() -> None:
@@ -70,10 +76,14 @@ def test_every_seed_line_is_in_the_text_part(rendered) -> None:  # type: ignore[
 
 
 def test_text_part_shows_links_as_urls(rendered) -> None:  # type: ignore[no-untyped-def]
+    text = rendered.text
+    assert "to the net-zero transition, view our Transition Minerals Tracker [3] — and\n" in text
     assert (
-        "view our Transition Minerals Tracker "
-        "<https://www.business-humanrights.org/en/from-us/transition-minerals-tracker/>"
-    ) in rendered.text
+        "\n[3] <https://www.business-humanrights.org/en/from-us/transition-minerals-tracker/>\n"
+    ) in text  # after the section, whole
+    assert "\n  <https://www.business-humanrights.org/en/blog/hidden-risks-" in text  # a list's
+    assert all(len(line) <= 78 or "<http" in line for line in text.splitlines())
+    assert "💬 Company response: We invited PT QMB" in text
     assert "FROM US" in rendered.text  # headings stand out in capitals
     assert "<p>" not in rendered.text and "&amp;" not in rendered.text
 
