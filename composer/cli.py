@@ -216,7 +216,9 @@ def build(
     for code, rendered in result.prepared.editions.items():
         if edition is None or code != result.prepared.main or len(result.prepared.editions) == 1:
             label = f" ({code})" if len(result.prepared.editions) > 1 else ""
-            typer.echo(f"HTML part{label}: {_kb(rendered.html_bytes)} (Gmail clips at 102 KB)")
+            typer.echo(
+                f"HTML part{label}: {_kb(rendered.html_bytes)} as sent (Gmail clips at 102 KB)"
+            )
     for finding in result.prepared.findings:
         _err(str(finding))
 

@@ -382,8 +382,8 @@ def check_issue(loaded: LoadedIssue, html_bytes: int | dict[str, int] | None) ->
     for code, size in sizes.items():
         edition = "" if code == loaded.main or len(sizes) == 1 else f" of the {code} edition"
         where = (
-            f"HTML part{edition} is {size / 1024:.1f} KB; Gmail clips messages over 102 KB, "
-            "hiding the footer and its unsubscribe link"
+            f"HTML part{edition} is {size / 1024:.1f} KB as sent (quoted-printable); "
+            "Gmail clips messages over 102 KB, hiding the footer and its unsubscribe link"
         )
         if size > GMAIL_CLIP_BYTES:
             walker.add("error", ("sections",), where + ": shorten the issue")

@@ -14,7 +14,7 @@ from typing import Any
 from composer.errors import TemplateError
 
 _DOCTYPE_RE = re.compile(r"^\s*<!doctype html>", re.IGNORECASE)
-_INLINE_VERSION = "premailer-3.10/1"  # bump when inline_css's options change
+_INLINE_VERSION = "premailer-3.10/2"  # bump when inline_css's options change
 
 
 def compile_mjml(source: str, theme: str) -> str:
@@ -49,6 +49,26 @@ def mark_directions(html: str) -> str:
         return tag[:-1] + f' dir="{way}">'
 
     return _DIRECTED_TAG_RE.sub(mark, html)
+
+
+_STYLE_BLOCK_RE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S | re.I)
+_SELECTOR_CLASS_RE = re.compile(r"\.(-?[_a-zA-Z][\w-]*)")
+_CLASS_ATTR_RE = re.compile(r' class="([^"]*)"')
+
+
+def prune_classes(html: str) -> str:
+    """Class names that no remaining ``<style>`` mentions, removed.
+
+    Once premailer has inlined the styles, most classes only cost bytes (the
+    seed issue is near Gmail's clip); those the head's media queries and dark
+    mode rules use stay, and so do the themes' structural ``nl-*`` names."""
+    used = {m for block in _STYLE_BLOCK_RE.findall(html) for m in _SELECTOR_CLASS_RE.findall(block)}
+
+    def keep(m: re.Match[str]) -> str:
+        names = [n for n in m.group(1).split() if n in used or n.startswith("nl-")]
+        return f' class="{" ".join(names)}"' if names else ""
+
+    return _CLASS_ATTR_RE.sub(keep, html)
 
 
 class _NoNetwork(types.ModuleType):
@@ -133,7 +153,7 @@ def inline_css(html: str) -> str:
         keep_style_tags=False,
         include_star_selectors=False,
     )
-    out: str = inliner.transform()
+    out: str = prune_classes(inliner.transform())
     if not out.lstrip().startswith("<!DOCTYPE"):
         out = "<!DOCTYPE html>\n" + out
     return out

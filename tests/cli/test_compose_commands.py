@@ -18,7 +18,7 @@ def test_build_writes_html_text_and_eml(newsletter_home: Path) -> None:
         f"wrote {out / 'email.txt'}",
         f"wrote {out / 'email.eml'}",
     ]
-    assert "HTML part: " in result.stdout and "KB (Gmail clips at 102 KB)" in result.stdout
+    assert "HTML part: " in result.stdout and "KB as sent (Gmail clips at 102 KB)" in result.stdout
     out = newsletter_home / out
     html = (out / "email.html").read_text()
     message = email.message_from_bytes((out / "email.eml").read_bytes(), policy=email.policy.SMTP)

@@ -83,4 +83,4 @@ def test_the_dark_scheme_changes_the_page(browser, newsletter_home: Path) -> Non
     source = html.read_text(encoding="utf-8")
     assert '<meta name="color-scheme" content="light dark"' in source
     assert '<meta name="supported-color-schemes" content="light dark"' in source
-    assert "[data-ogsc] .nl-text p" in source and "[data-ogsb] .nl-surface" in source
+    assert "[data-ogsc] .nl-text *" in source and "[data-ogsb] .nl-surface" in source
