@@ -48,16 +48,17 @@ def test_theme_copy_and_list(newsletter_home: Path) -> None:
     result = run("theme", "copy", "minimal")
     assert result.exit_code == 0, result.stderr
     copy = newsletter_home / "templates" / "minimal"
-    assert "Georgia" in (copy / "issue.mjml.j2").read_text()  # minimal's own layout
+    assert "Georgia" in (copy / "partials" / "tokens.j2").read_text()  # minimal's own tokens
     assert (copy / "blocks" / "lead.mjml.j2").is_file()  # taken from default too
     again = run("theme", "copy", "minimal")
     assert again.exit_code == 1 and "already exists" in again.stderr
     listed = run("theme", "list").stdout.splitlines()
     assert "default\tbundled" in listed and f"minimal\t{copy}" in listed
-    # The copy is what renders: edit it, and the build shows it.
-    header = copy / "partials" / "header.mjml.j2"
-    header.write_text(header.read_text().replace("masthead", "masthead own-masthead"))
+    # The copy is what renders: edit its tokens (one file), and the build shows it.
+    tokens = copy / "partials" / "tokens.j2"
+    tokens.write_text(tokens.read_text().replace('accent = "#0b3d91"', 'accent = "#00773c"'))
     issue = newsletter_home / "issues" / "2025-04-16.yaml"
     issue.write_text(issue.read_text().replace("theme: default", "theme: minimal"))
     assert run("build", "2025-04-16").exit_code == 0
-    assert "own-masthead" in (newsletter_home / "build" / "2025-04-16" / "email.html").read_text()
+    html = (newsletter_home / "build" / "2025-04-16" / "email.html").read_text()
+    assert "#00773c" in html and "#0b3d91" not in html

@@ -11,16 +11,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from composer.issue import markdown as md
-from composer.issue.files import date_from_name
+from composer.issue.files import date_from_name, is_local
 from composer.issue.load import LoadedIssue
 from composer.issue.model import (
     AnyBlock,
+    ButtonBlock,
+    CalloutBlock,
     FocusBlock,
     Image,
+    ImageBlock,
     Issue,
     LeadBlock,
     Link,
     LinksBlock,
+    QuoteBlock,
     RegionsBlock,
     Reply,
     Story,
@@ -81,6 +85,21 @@ class _Walker:
         if url is not None and (problem := _url_problem(url)):
             self.add("error", loc, problem)
 
+    def local_image(self, src: str, loc: Loc) -> None:
+        """An image kept next to the issue: it must be there, inside the newsletter."""
+        folder = self.loaded.path.parent
+        path = (folder / src).resolve()
+        if not path.is_relative_to(folder.parent.resolve()):
+            self.add("error", loc, f"image {src} is outside the newsletter's folder; move it in")
+        elif not path.is_file():
+            self.add("error", loc, f"image {src}: no such file in {folder}")
+
+    def src(self, src: str, loc: Loc) -> None:
+        if is_local(src):
+            self.local_image(src, loc)
+        else:
+            self.url(src, loc)
+
     def markdown(self, text: str | None, loc: Loc) -> None:
         if not text:
             return
@@ -97,7 +116,7 @@ class _Walker:
                         "[the company's response](...)",
                     )
             else:
-                self.url(ref.target, loc)
+                self.src(ref.target, loc)
                 if not ref.alt.strip():
                     self.add(
                         "error", loc, f"image {ref.target} has no alt text: ![describe it](url)"
@@ -106,7 +125,7 @@ class _Walker:
     def image(self, image: Image | None, loc: Loc) -> None:
         if image is None:
             return
-        self.url(image.src, (*loc, "src"))
+        self.src(image.src, (*loc, "src"))
         self.url(image.href, (*loc, "href"))
         if not image.alt.strip() and not image.decorative:
             self.add(
@@ -208,10 +227,23 @@ class _Walker:
                     )
                 if not region.spotlight and not region.other_news:
                     self.empty(rloc, f"region {region.name!r}")
-        elif isinstance(block, TextBlock):
+        elif isinstance(block, TextBlock | CalloutBlock):
             if not block.body.strip():
                 self.empty((*loc, "body"), name)
             self.markdown(block.body, (*loc, "body"))
+        elif isinstance(block, ButtonBlock):
+            self.markdown(block.text, (*loc, "text"))
+            self.url(block.url, (*loc, "url"))
+            if not block.label.strip():
+                self.add("error", (*loc, "label"), "the button has no text; write what it does")
+        elif isinstance(block, ImageBlock):
+            self.image(block.image, (*loc, "image"))
+            self.markdown(block.caption, (*loc, "caption"))
+        elif isinstance(block, QuoteBlock):
+            if not block.text.strip():
+                self.empty((*loc, "text"), name)
+            self.markdown(block.text, (*loc, "text"))
+            self.url(block.url, (*loc, "url"))
 
 
 # Fields an edition translates (URLs, names of outlets and companies, bylines

@@ -7,6 +7,7 @@ order, and starting the next issue from the latest one (``newsletter new``).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,14 @@ def issue_slug(spec: str) -> str:
     if path.suffix in (".yaml", ".yml"):
         return path.stem[:10]
     return spec
+
+
+_SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def is_local(src: str) -> bool:
+    """Whether an image ``src`` names a file next to the issue rather than a URL."""
+    return bool(src) and not _SCHEME_RE.match(src) and not src.startswith("//")
 
 
 def issue_files(folder: Path) -> list[Path]:

@@ -25,6 +25,7 @@ from composer.issue.model import Issue, with_labels
 from composer.render.fields import Placeholders
 from composer.render.html import compile_mjml, inline_css_cached, mark_directions
 from composer.render.i18n import Bidi, Words, bidi_of
+from composer.render.media import Media, localise_issue
 from composer.render.text import render_text
 from composer.render.themes import environment
 
@@ -114,10 +115,14 @@ def render_mjml(
 
 
 def render_issue(
-    loaded: LoadedIssue, home: Path | None = None, web: bool = False, cache_dir: Path | None = None
+    loaded: LoadedIssue,
+    home: Path | None = None,
+    web: bool = False,
+    cache_dir: Path | None = None,
+    media: Media | None = None,
 ) -> RenderedIssue:
     """Render the main edition once (``web=True``: the archive's version)."""
-    return render_edition(loaded, loaded.main, home, web, cache_dir)
+    return render_edition(loaded, loaded.main, home, web, cache_dir, media)
 
 
 def render_edition(
@@ -126,14 +131,18 @@ def render_edition(
     home: Path | None = None,
     web: bool = False,
     cache_dir: Path | None = None,
+    media: Media | None = None,
 ) -> RenderedIssue:
-    """Render edition ``code`` once (``web=True``: the archive's version, nothing personal)."""
+    """Render edition ``code`` once (``web=True``: the archive's version, nothing
+    personal). ``media`` publishes the images kept next to the issue."""
     started = time.perf_counter()
-    issue = loaded.edition(code)
+    issue = localise_issue(loaded.edition(code), media)
     mjml_source = render_mjml(issue, home, web=web, cache_dir=cache_dir)
     html = inline_css_cached(
         mark_directions(compile_mjml(mjml_source, issue.theme_name)), cache_dir
     )
+    if media is not None:
+        html = media.sized(html)
     env = environment(issue.theme_name, home, cache_dir)
     words = words_for(issue)
     try:

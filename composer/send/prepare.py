@@ -20,6 +20,7 @@ from composer.issue.editions import choose
 from composer.issue.files import resolve_issue_path
 from composer.issue.load import LoadedIssue, load_issue
 from composer.mail.message import MessageTemplate, personalise
+from composer.render.media import Media
 from composer.render.pipeline import RenderedIssue, render_edition
 from composer.send.recipients import Recipients
 from composer.send.signing import dkim_signer
@@ -71,10 +72,17 @@ def prepare(spec: str, settings: Settings, only: str | None = None) -> Prepared:
     if only is not None:
         wanted = loaded.edition(only).language
         codes = [c for c in codes if c in (loaded.main, wanted)]
+    media = Media(loaded.path.parent, settings.home, settings.base_url)
     editions = {
-        code: render_edition(loaded, code, settings.home, cache_dir=settings.cache_dir)
+        code: render_edition(loaded, code, settings.home, cache_dir=settings.cache_dir, media=media)
         for code in codes
     }
+    try:
+        media.publish(settings.home / "media")
+    except OSError as exc:
+        raise ComposerError(
+            f"{settings.home / 'media'}: cannot write images: {exc.strerror}"
+        ) from None
     sizes = {code: r.html_bytes for code, r in editions.items()}
     return Prepared(loaded, editions[loaded.main], check_issue(loaded, sizes), editions)
 

@@ -36,6 +36,7 @@ from composer.config import Settings
 from composer.errors import ComposerError
 from composer.issue.editions import LANGUAGE_RE, direction
 from composer.render.i18n import Words
+from composer.render.media import NAME_RE
 from composer.store.database import Store
 from composer.web import archive
 
@@ -315,6 +316,22 @@ def serve_app(settings: Settings) -> ASGIApp:
                 pages[key] = html
         return HTMLResponse(html)
 
+    def media_file(request: Request) -> Response:
+        """An image kept next to an issue, published under its content's name."""
+        name = request.path_params["name"]
+        if not NAME_RE.match(name):
+            return not_found()
+        try:
+            data = (settings.home / "media" / name).read_bytes()
+        except OSError:
+            return not_found()
+        kind = name.rsplit(".", 1)[1]
+        return Response(
+            data,
+            media_type=f"image/{'jpeg' if kind == 'jpg' else kind}",
+            headers={"cache-control": "public, max-age=31536000, immutable"},
+        )
+
     def unsubscribe_info(request: Request) -> Response:
         return page(
             "Unsubscribe",
@@ -374,6 +391,7 @@ def serve_app(settings: Settings) -> ASGIApp:
             Route("/issues/{slug}", issue),
             Route("/issues/{slug}/{edition}/", issue),
             Route("/issues/{slug}/{edition}/index.html", issue),
+            Route("/media/{name}", media_file),
             Route("/unsubscribe", unsubscribe_info),
             Route("/unsubscribe/{token}", confirm, methods=["GET", "HEAD"]),
             Route("/unsubscribe/{token}", one_click, methods=["POST"]),

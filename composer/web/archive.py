@@ -24,6 +24,7 @@ from composer.issue.files import issue_files
 from composer.issue.load import LoadedIssue, load_issue
 from composer.issue.model import Issue
 from composer.render.i18n import Words, language_name
+from composer.render.media import Media
 from composer.render.pipeline import render_edition
 from composer.send.recipients import view_url
 from composer.store.database import Store
@@ -181,14 +182,20 @@ def issue_url(settings: Settings, slug: str, edition: str | None = None) -> str:
     return view_url(settings, slug, edition)
 
 
-def issue_page(settings: Settings, entry: Entry, edition: str | None = None) -> bytes:
+def issue_page(
+    settings: Settings, entry: Entry, edition: str | None = None, media: Media | None = None
+) -> bytes:
     """The web version of one edition: the email without anything personal, with
     its canonical URL, ``hreflang`` links to the other editions (in the head and
     on the page) and a relative link back to the index (the archive works from
     disk too)."""
     loaded = entry.loaded
     code = edition or loaded.main
-    rendered = render_edition(loaded, code, settings.home, web=True, cache_dir=settings.cache_dir)
+    media = media or Media(entry.path.parent, settings.home, settings.base_url)
+    rendered = render_edition(
+        loaded, code, settings.home, web=True, cache_dir=settings.cache_dir, media=media
+    )
+    media.publish(settings.home / "media")  # what `serve` serves
     html = rendered.html
     depth = "../../" if edition is None else "../../../"
     head = [
@@ -286,12 +293,14 @@ def write_archive(settings: Settings, out: Path, include_unsent: bool) -> list[P
     for code in languages(items):
         pages.append((out / code / "index.html", index_page(settings, items, code)))
         pages.append((out / code / "feed.xml", feed(settings, items, code)))
+    media = Media(settings.home / "issues", settings.home, settings.base_url)
     for e in items:
-        pages.append((out / "issues" / e.slug / "index.html", issue_page(settings, e)))
+        pages.append((out / "issues" / e.slug / "index.html", issue_page(settings, e, None, media)))
         for code in e.loaded.editions:
             if code != e.loaded.main:
                 path = out / "issues" / e.slug / code / "index.html"
-                pages.append((path, issue_page(settings, e, code)))
+                pages.append((path, issue_page(settings, e, code, media)))
+    pages += [(out / "media" / f.name, f.data) for f in media.files.values()]
     written = []
     try:
         for path, data in pages:

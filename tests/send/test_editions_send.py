@@ -121,7 +121,7 @@ def test_build_writes_each_edition_and_one_on_request(newsletter_home: Path) -> 
     assert (
         (newsletter_home / "only-es" / "email.txt")
         .read_text(encoding="utf-8")
-        .startswith("Actualización Semanal · 16 de abril de 2025")
+        .startswith("Actualización Semanal\n16 de abril de 2025 · ")
     )
     assert not (newsletter_home / "only-es" / "es").exists()
     missing = run("build", "2025-04-16", "--edition", "de")
