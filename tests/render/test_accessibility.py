@@ -84,3 +84,22 @@ def test_the_dark_scheme_changes_the_page(browser, newsletter_home: Path) -> Non
     assert '<meta name="color-scheme" content="light dark"' in source
     assert '<meta name="supported-color-schemes" content="light dark"' in source
     assert "[data-ogsc] .nl-text *" in source and "[data-ogsb] .nl-surface" in source
+
+
+def test_footer_links_are_big_enough_to_tap(browser, newsletter_home: Path) -> None:  # type: ignore[no-untyped-def]
+    html = _build(newsletter_home, "seed", "default")
+    page = browser.new_page(viewport={"width": 375, "height": 900})
+    page.route("http*://**", lambda route: route.abort())
+    page.goto(html.as_uri())
+    heights = page.evaluate("""() => [...document.querySelectorAll('.nl-subtle a, .nl-preheader a')]
+        .map(a => [a.textContent.trim(), a.getBoundingClientRect().height])""")
+    page.close()
+    assert len(heights) >= 6  # three footer links, unsubscribe, view online (twice)
+    assert all(h >= 24 for _, h in heights), heights
+
+
+def test_the_preheader_is_padded(newsletter_home: Path) -> None:
+    html = _build(newsletter_home, "seed", "default").read_text(encoding="utf-8")
+    start = html.index("Clearview AI's facial recognition tech allegedly built")
+    hidden = html[start : html.index("</div>", start)]
+    assert hidden.count("\u200c\u00a0") == 30  # the inbox preview shows nothing after it
