@@ -12,7 +12,6 @@ Same run, same machine:
 
 from __future__ import annotations
 
-import re
 import sys
 
 from common import REPO, median_seconds
@@ -24,30 +23,16 @@ from composer.render.fields import Placeholders  # noqa: E402
 from composer.render.pipeline import render_issue, words_for  # noqa: E402
 from composer.render.text import render_text  # noqa: E402
 from composer.render.themes import bundled_themes, environment  # noqa: E402
+from tests.helpers import seed_with_more_links  # noqa: E402
 
 SEED = REPO / "issues" / "2025-04-16.yaml"
 NOTES = REPO / "tests" / "data" / "release-notes.yaml"
 
 
-def with_links(source: str) -> str:
-    links = "".join(
-        f"          - title: Another story from the region, number {i}, with a headline of "
-        "ordinary length\n"
-        "            url: https://www.business-humanrights.org/en/latest-news/another-story-"
-        f"from-the-region-number-{i}/\n"
-        for i in range(5)
-    )
-    return re.sub(
-        r'(        other_news_label: "[^"]*"\n)',
-        lambda m: m.group(1) + "        other_news:\n" + links,
-        source,
-    )
-
-
 def main() -> None:
     seed = SEED.read_text(encoding="utf-8")
     limit, clip = 85 * 1024, 102 * 1024
-    for name, source in (("seed", seed), ("seed + 30 links", with_links(seed))):
+    for name, source in (("seed", seed), ("seed + 30 links", seed_with_more_links(seed))):
         rendered = render_issue(parse_issue(source.encode(), SEED))
         qp = rendered.html_bytes
         raw = len(rendered.html.encode())

@@ -40,3 +40,21 @@ def bilingual_seed(home: Path) -> Path:
     """The seed issue in ``home`` with its Spanish edition (tests/data/seed-edition-es.yaml)."""
     overlay = (DATA / "seed-edition-es.yaml").read_text(encoding="utf-8")
     return add_edition(home / "issues" / "2025-04-16.yaml", "es", overlay)
+
+
+def seed_with_more_links(source: str, per_region: int = 5) -> str:
+    """The seed issue's text with ``per_region`` other-news links in every region."""
+    import re
+
+    links = "".join(
+        f"          - title: Another story from the region, number {i}, with a headline of "
+        "ordinary length\n"
+        "            url: https://www.business-humanrights.org/en/latest-news/another-story-"
+        f"from-the-region-number-{i}/\n"
+        for i in range(per_region)
+    )
+    return re.sub(
+        r'(        other_news_label: "[^"]*"\n)',
+        lambda m: m.group(1) + "        other_news:\n" + links,
+        source,
+    )

@@ -11,7 +11,7 @@ import lxml.html
 from composer.issue.load import load_issue, parse_issue
 from composer.render.pipeline import render_issue
 from tests.conftest import SEED_ISSUE
-from tests.helpers import DATA, run, write_issue
+from tests.helpers import DATA, run, seed_with_more_links, write_issue
 
 RELEASE_NOTES = DATA / "release-notes.yaml"
 
@@ -118,19 +118,7 @@ def test_the_themes_share_nothing_but_structure(newsletter_home: Path) -> None:
 
 
 def test_the_seed_with_five_links_in_every_region_stays_under_85_kb(tmp_path: Path) -> None:
-    source = SEED_ISSUE.read_text(encoding="utf-8")
-    links = "".join(
-        f"          - title: Another story from the region, number {i}, with a headline of "
-        "ordinary length\n"
-        "            url: https://www.business-humanrights.org/en/latest-news/another-story-"
-        f"from-the-region-number-{i}/\n"
-        for i in range(5)
-    )
-    big = re.sub(
-        r'(        other_news_label: "[^"]*"\n)',
-        lambda m: m.group(1) + "        other_news:\n" + links,
-        source,
-    )
+    big = seed_with_more_links(SEED_ISSUE.read_text(encoding="utf-8"))
     assert big.count("Another story from the region") == 30
     rendered = render_issue(parse_issue(big.encode(), tmp_path / "2025-04-16.yaml"))
     assert rendered.html_bytes < 85 * 1024, rendered.html_bytes  # quoted-printable, as sent
