@@ -85,12 +85,8 @@ def words_for(issue: Issue) -> Words:
     return Words(issue.language, issue.newsletter.strings)
 
 
-def render_mjml(
-    issue: Issue, home: Path | None, web: bool = False, cache_dir: Path | None = None
-) -> str:
-    env = environment(issue.theme_name, home, cache_dir)
-    words = words_for(issue)
-    issue = with_labels(issue, words)
+def render_mjml(issue: Issue, env: jinja2.Environment, words: Words, web: bool = False) -> str:
+    """The theme's MJML for ``issue`` (its labels already filled in)."""
     edition = Bidi(issue.language, words.dir)
     try:
         template = env.get_template("issue.mjml.j2")
@@ -137,16 +133,17 @@ def render_edition(
     personal). ``media`` publishes the images kept next to the issue."""
     started = time.perf_counter()
     issue = localise_issue(loaded.edition(code), media)
-    mjml_source = render_mjml(issue, home, web=web, cache_dir=cache_dir)
+    env = environment(issue.theme_name, home, cache_dir)
+    words = words_for(issue)
+    shown = with_labels(issue, words)  # what the templates see
+    mjml_source = render_mjml(shown, env, words, web=web)
     html = inline_css_cached(
         mark_directions(compile_mjml(mjml_source, issue.theme_name)), cache_dir
     )
     if media is not None:
         html = media.sized(html)
-    env = environment(issue.theme_name, home, cache_dir)
-    words = words_for(issue)
     try:
-        text = render_text(with_labels(issue, words), Placeholders(), env, web=web, words=words)
+        text = render_text(shown, Placeholders(), env, web=web, words=words)
     except jinja2.TemplateError as exc:
         raise TemplateError(f"{_template_location(exc)}: {exc.message}") from None
     log.debug(
