@@ -66,6 +66,8 @@ class Settings:
     old_secret_keys: tuple[Secret, ...] = ()
     smtp_ca_file: str = ""
     unsubscribe_mailto: str = ""
+    # VERP: each message's envelope sender is this address + "+<signed token>".
+    bounce_address: str = ""
     # DKIM: (selector, private key file) for RSA and for Ed25519; the d= domain.
     dkim_rsa: tuple[str, Path] | None = None
     dkim_ed25519: tuple[str, Path] | None = None
@@ -100,6 +102,21 @@ class Settings:
     @property
     def unsubscribe_mailbox(self) -> str:
         return self.unsubscribe_mailto or f"unsubscribe@{self.mail_domain}"
+
+
+_BOUNCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+
+
+def _bounce_address(env: dict[str, str]) -> str:
+    """``NEWSLETTER_BOUNCE_ADDRESS``: where bounces go, as the base of each
+    message's VERP envelope sender (``bounces+<token>@...``)."""
+    value = env.get("NEWSLETTER_BOUNCE_ADDRESS", "").strip().lower()
+    if value and (not _BOUNCE_RE.match(value) or "+" in value):
+        raise ConfigError(
+            f"NEWSLETTER_BOUNCE_ADDRESS={value!r} must be a plain address without '+', "
+            "such as bounces@news.example.org (each message adds +<token> to it)"
+        )
+    return value
 
 
 DKIM_SELECTOR_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*")
@@ -221,6 +238,7 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         old_secret_keys=tuple(Secret(k) for k in keys[1:]),
         smtp_ca_file=merged.get("SMTP_CA_FILE", "").strip(),
         unsubscribe_mailto=merged.get("NEWSLETTER_UNSUBSCRIBE_MAILTO", "").strip(),
+        bounce_address=_bounce_address(merged),
         dkim_rsa=_dkim_pair(merged, home, "DKIM_SELECTOR", "DKIM_PRIVATE_KEY"),
         dkim_ed25519=_dkim_pair(merged, home, "DKIM_ED25519_SELECTOR", "DKIM_ED25519_PRIVATE_KEY"),
         dkim_domain=merged.get("DKIM_DOMAIN", "").strip().lower(),

@@ -1,4 +1,5 @@
-"""Signed unsubscribe tokens: who (subscriber id) and which list, nothing else.
+"""Signed tokens: unsubscribe links (who, which list) and VERP envelope senders
+(who, which issue).
 
 ``token = b64url(payload) "." b64url(HMAC-SHA256(key, payload)[:16])`` with
 ``payload = "<subscriber id>:<list>"``. RFC 8058 requires the URI alone to
@@ -10,6 +11,7 @@ in constant time.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -64,3 +66,62 @@ def verify(keys: str | list[str], token: str) -> TokenClaim | None:
     if not sep or not sid.isdigit():
         return None
     return TokenClaim(int(sid), list_name)
+
+
+# --- VERP: the envelope sender that names the subscriber and the issue -------
+#
+# ``bounces+<token>@domain``. The token is lower-case base32 (mail servers may
+# change the case of a local part; base32 survives that), made of the
+# subscriber id (5 bytes), the issue's date (days since 2000-01-01, 2 bytes)
+# and 8 bytes of HMAC: 24 characters, no padding.
+
+_VERP_EPOCH = dt.date(2000, 1, 1)
+_VERP_MAC = 8
+
+
+def _verp_mac(key: str, payload: bytes) -> bytes:
+    return hmac.new(key.encode(), b"verp\x00" + payload, hashlib.sha256).digest()[:_VERP_MAC]
+
+
+def verp_token(key: str, subscriber_id: int, issue: str) -> str:
+    """The signed token of (subscriber, issue) for a VERP envelope sender."""
+    days = (dt.date.fromisoformat(issue) - _VERP_EPOCH).days
+    payload = subscriber_id.to_bytes(5, "big") + days.to_bytes(2, "big")
+    raw = payload + _verp_mac(key, payload)
+    return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
+def verp_address(base: str, token: str) -> str:
+    """``bounces@news.example.org`` + token -> ``bounces+token@news.example.org``."""
+    local, _, domain = base.rpartition("@")
+    return f"{local}+{token}@{domain}"
+
+
+@dataclass(frozen=True)
+class BounceClaim:
+    subscriber_id: int
+    issue: str  # YYYY-MM-DD
+
+
+def verify_verp(keys: str | list[str], address: str) -> BounceClaim | None:
+    """Who and which issue a VERP address names; ``None`` for any other address,
+    or a token tampered with or signed with a key we do not have."""
+    local = address.strip().strip("<>").rpartition("@")[0]
+    _, plus, token = local.rpartition("+")
+    if not plus or len(token) > 64:
+        return None
+    try:
+        raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
+    except (ValueError, TypeError):
+        return None
+    if len(raw) != 7 + _VERP_MAC:
+        return None
+    payload, given = raw[:7], raw[7:]
+    for key in [keys] if isinstance(keys, str) else keys:
+        if hmac.compare_digest(given, _verp_mac(key, payload)):
+            break
+    else:
+        return None
+    days = int.from_bytes(payload[5:], "big")
+    issue = (_VERP_EPOCH + dt.timedelta(days=days)).isoformat()
+    return BounceClaim(int.from_bytes(payload[:5], "big"), issue)

@@ -43,6 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 
+from composer.audience.tokens import verp_address, verp_token
 from composer.config import Settings
 from composer.errors import (
     ComposerError,
@@ -150,6 +151,8 @@ class _Engine:
         self.template = template = next(iter(templates.values()))
         self._main = next(iter(templates))
         self._edition_of: dict[str, str | None] = {}  # a subscriber's language -> edition
+        self._bounce_base = settings.bounce_address if transport.wire else ""
+        self._key = settings.secret_key.get()
         self.issue = issue
         self.recipients = Recipients(settings, issue, list_name)
         self.transport = transport
@@ -236,6 +239,14 @@ class _Engine:
         built = self._built.pop(item.subscriber_id, None)
         return built.result() if built is not None else self._build_now(item)
 
+    def _envelope(self, d: Delivery) -> str:
+        """The envelope sender: with NEWSLETTER_BOUNCE_ADDRESS, a VERP address
+        naming the subscriber and the issue, so a bounce says whose it is."""
+        if not self._bounce_base or d.subscriber_id >= 1 << 40:
+            return self.template.envelope_from
+        token = verp_token(self._key, d.subscriber_id, self.issue)
+        return verp_address(self._bounce_base, token)
+
     def _edition(self, language: str) -> str | None:
         """The edition of a subscriber whose language is ``language`` (None: the main)."""
         try:
@@ -305,7 +316,7 @@ class _Engine:
                 ready = self._take_ready() if link.conn is not None else None
                 ahead = None
                 if ready is not None and not isinstance(ready[1], Result):
-                    ahead = (self.template.envelope_from, ready[0].email)
+                    ahead = (self._envelope(ready[0]), ready[0].email)
                 result = yield from self._deliver(link, item, built, ahead)
                 yield from self._record_previous(link)  # refused before its commit point
                 if result.kind == "retry" or result.stop:  # not delivered: not yet sent
@@ -362,7 +373,7 @@ class _Engine:
                     return Result("retry", str(exc))
             link.current = d.subscriber_id
             result = yield from link.conn.transaction(
-                self.template.envelope_from, d.email, chunks, ahead, self.eight_bit
+                self._envelope(d), d.email, chunks, ahead, self.eight_bit
             )
             if result.reconnect:
                 link.conn.close()

@@ -156,7 +156,8 @@ def send_test_copy(
     try:
         eight_bit = settings.smtp_8bitmime and conn.eight_bit and template.can_send_8bit()
         chunks = template.build_chunks(recipient, wire=transport.wire, eight_bit=eight_bit)
-        tx = conn.transaction(template.envelope_from, email, chunks, eight_bit=eight_bit)
+        sender = settings.bounce_address or template.envelope_from  # bounces of a test copy
+        tx = conn.transaction(sender, email, chunks, eight_bit=eight_bit)
         result = run_blocking(conn, tx)
     finally:
         conn.close()
