@@ -445,6 +445,38 @@ def theme_list() -> None:
 # -- subscribers -------------------------------------------------------------
 
 subscribers_app = _command_group("subscribers", "Manage subscribers (in the SQLite database).")
+bounces_app = _command_group("bounces", "Bounces and complaints: read what came back.")
+
+
+@bounces_app.command("scan")
+def bounces_scan(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Maildir folders, mbox files, .eml files or folders of them."),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Read returned messages and say what each is: kind, recipient, status, subscriber.
+
+    Changes nothing: no message is moved and no subscriber changed.
+    """
+    from composer.audience.bounces import scan
+
+    settings = _settings_checked()
+    with _errors():
+        for found in scan(settings, paths):
+            if as_json:
+                typer.echo(json.dumps(found.as_dict(), ensure_ascii=False))
+                continue
+            b = found.bounce
+            who = f" [subscriber {found.subscriber}]" if found.subscriber else ""
+            issue = f" [issue {found.issue}]" if found.issue else ""
+            status = f" {b.status}" if b.status else ""
+            typer.echo(
+                f"{found.file}: {b.kind} {b.recipient or '-'}{status}{who}{issue}"
+                f"{': ' + b.diagnostic[:100] if b.diagnostic else ''}"
+            )
+
 
 ListOpt = Annotated[str | None, typer.Option("--list", help="Only this list (or tag).")]
 StatusOpt = Annotated[

@@ -1,0 +1,88 @@
+"""Bounce reading on the test corpus (issue: bounces and complaints).
+Run: python benchmarks/bench_bounces.py [--repeat N] [--show KIND]
+
+- accuracy against tests/data/bounces/labels.jsonl: recipient right, class
+  right, and dangerously wrong (a policy, soft or auto-reply message taken for
+  hard, or a complaint missed), by label source and by server;
+- throughput: messages read per second, the corpus repeated N times (default
+  5), against the 500 messages/s target.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+from common import REPO
+
+sys.path.insert(0, str(REPO))
+
+from composer.mail.bounces import read_bounce  # noqa: E402
+
+CORPUS = REPO / "tests" / "data" / "bounces"
+
+
+def labels() -> list[dict[str, object]]:
+    with (CORPUS / "labels.jsonl").open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def score(show: str | None = None) -> dict[str, float]:
+    total = right_rcpt = right_kind = dangerous = counted = 0
+    wrong: collections.Counter[str] = collections.Counter()
+    for label in labels():
+        kinds = list(label["kinds"])  # type: ignore[arg-type]
+        recipients = list(label["recipients"])  # type: ignore[arg-type]
+        if not kinds:
+            continue
+        found = read_bounce((CORPUS / "emails" / str(label["file"])).read_bytes())
+        expected_kind = kinds[0]
+        got_kind = found[0].kind if found else "unknown"
+        total += 1
+        right_kind += got_kind == expected_kind
+        if (expected_kind in ("policy", "soft", "autoreply") and got_kind == "hard") or (
+            expected_kind == "complaint" and got_kind != "complaint"
+        ):
+            dangerous += 1
+        if got_kind != expected_kind:
+            server = str(label["file"]).rsplit("-", 1)[0]
+            wrong[f"{expected_kind}->{got_kind} {server}"] += 1
+            if show and show in (expected_kind, got_kind, "all"):
+                print(f"  {label['file']}: want {expected_kind} {label['reasons']}, got "
+                      f"{got_kind} [{found[0].status if found else ''}] "
+                      f"{found[0].diagnostic[:100] if found else ''}")
+        if recipients:
+            counted += 1
+            got = {b.recipient for b in found}
+            right_rcpt += recipients[0] in got
+            if show == "recipient" and recipients[0] not in got:
+                print(f"  {label['file']}: want {recipients[0]}, got {sorted(got)[:3]}")
+    print(f"class right:      {right_kind}/{total} = {right_kind / total:.1%} (target 90%)")
+    print(f"recipient right:  {right_rcpt}/{counted} = {right_rcpt / counted:.1%} (target 95%)")
+    print(f"dangerously wrong: {dangerous}/{total} = {dangerous / total:.2%} (target < 1%)")
+    for what, n in wrong.most_common(12):
+        print(f"  {n:3} {what}")
+    return {"class": right_kind / total, "recipient": right_rcpt / counted}
+
+
+def throughput(repeat: int) -> float:
+    files = sorted((CORPUS / "emails").glob("*.eml"))
+    data = [p.read_bytes() for p in files]
+    start = time.perf_counter()
+    for _ in range(repeat):
+        for raw in data:
+            read_bounce(raw)
+    rate = repeat * len(data) / (time.perf_counter() - start)
+    print(f"read {repeat * len(data):,} messages: {rate:,.0f} msgs/s (target 500)")
+    return rate
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    show = args[args.index("--show") + 1] if "--show" in args else None
+    repeat = int(args[args.index("--repeat") + 1]) if "--repeat" in args else 5
+    score(show)
+    throughput(repeat)

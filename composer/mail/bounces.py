@@ -1,0 +1,582 @@
+"""Reading a bounce: who it is about, what kind it is, and why.
+
+A bounce is any message that comes back: a delivery status notification
+(RFC 3464), a feedback-loop complaint (ARF, RFC 5965), an auto-reply (RFC
+3834), or one of the free-text reports mail servers write (Exim, qmail,
+Sendmail's transcript, Exchange, Gmail, ...). ``read_bounce`` finds:
+
+- the recipient: the DSN's Final-Recipient, else the complaint's original
+  recipient, else the address the report names next to its error (never the
+  original sender the bounce is addressed to);
+- the kind: ``hard`` (the address or domain does not exist), ``soft`` (full,
+  temporarily unavailable, too big, expired in a queue), ``policy`` (the
+  sender, its IP, its authentication or the content was refused: the address
+  is fine), ``complaint``, ``autoreply`` or ``unknown``;
+- the enhanced status code and the diagnostic line;
+- the VERP address it was sent back to and our Message-ID, when present.
+
+The kind comes from the diagnostic's words first (they are specific: "mailbox
+full" under a 5.x.x code is still a full mailbox), then from the status code.
+Only clear evidence makes a bounce hard: a policy or temporary refusal taken
+for a dead address would drop a subscriber who is fine.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.message import Message
+
+KINDS = ("hard", "soft", "policy", "complaint", "autoreply", "unknown")
+
+_ADDRESS_RE = re.compile(r"[A-Za-z0-9._%+=/'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_STATUS_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_REPLY_RE = re.compile(r"(?<![\d.])([45]\d\d)(?:[ -]|$)")
+_WS_RE = re.compile(r"\s+")
+# Where the copy of the original message starts in a plain-text report.
+_ORIGINAL_RE = re.compile(
+    r"^(?:-+ ?(?:this is a copy|below this line|original message|the original message|"
+    r"undelivered message)|--- below this line|content-type: message/rfc822|"
+    r"content-type: text/rfc822-headers|\s*-+\s*original message\s*-+)",
+    re.I | re.M,
+)
+
+# Words of a diagnostic. Strong words decide the kind whatever the code; weak
+# ones (a bare "address rejected") only when the status code does not.
+_SOFT = (
+    "mailbox full",
+    "mailbox is full",
+    "over quota",
+    "quota exceeded",
+    "exceeded quota",
+    "exceeds quota",
+    "quota",
+    "insufficient storage",
+    "insufficient system storage",
+    "mailbox size limit",
+    "out of storage",
+    "not enough space",
+    "disk full",
+    "storage limit",
+    "message size exceeds",
+    "message is too large",
+    "message too large",
+    "message too big",
+    "exceeds size limit",
+    "size limit",
+    "exceeds the maximum",
+    "too big for",
+    "message size",
+    "length exceeds",
+    "line limit exceeded",
+    "retry timeout exceeded",
+    "retry time not reached",
+    "delivery time expired",
+    "could not be delivered within",
+    "has been delayed",
+    "will be retried",
+    "expired",
+    "timed out",
+    "timeout",
+    "try again later",
+    "temporarily",
+    "temporary failure",
+    "too many connections",
+    "too many concurrent",
+    "too many messages",
+    "rate limit",
+    "ratelimit",
+    "connection refused",
+    "connection reset",
+    "host is unreachable",
+    "no route to host",
+    "network is unreachable",
+    "hop count exceeded",
+    "mail loop",
+    "routing loop",
+    "account is disabled",
+    "account has been disabled",
+    "account disabled",
+    "mailbox disabled",
+    "mailbox is disabled",
+    "disabled recipient",
+    "disabled",
+    "suspended",
+    "inactive",
+    "is locked",
+    "deactivated",
+    "internal system error",
+    "system error",
+    "mailer error",
+    "local delivery failed",
+    "unable to deliver locally",
+    "pipe to",
+    "mailbox unavailable for now",
+    "did not accept our requests to connect",
+    "not responding",
+    "socket error",
+    "delivery failed 20 attempts",
+    "attempts:",
+    "not delivered within",
+    "exceeds allowed size",
+    "duplicated message-id",
+)
+_POLICY = (
+    "spam",
+    "blacklist",
+    "blocklist",
+    "block list",
+    "black list",
+    "blocked",
+    "spamhaus",
+    "spamcop",
+    "barracuda",
+    "rbl",
+    "dnsbl",
+    "reputation",
+    "policy",
+    "content rejected",
+    "message content",
+    "media error",
+    "virus",
+    "malware",
+    "not permitted",
+    "not authorized",
+    "relay access denied",
+    "relaying denied",
+    "relay not permitted",
+    "unable to relay",
+    "relaying",
+    "spf",
+    "dkim",
+    "dmarc",
+    "authentication",
+    "not authenticated",
+    "purported responsible address",
+    "reverse dns",
+    "ptr record",
+    "rdns",
+    "sender address rejected",
+    "unroutable sender",
+    "sender rejected",
+    "sender verify failed",
+    "sender denied",
+    "access denied",
+    "administrative prohibition",
+    "prohibited",
+    "not accepted",
+    "refused",
+    "rejected by",
+    "weren't sent",
+    "filtered",
+    "filter",
+    "header",
+    "rfc 5322",
+    "rfc5322",
+    "rfc 2822",
+    "bulk mail",
+    "unsolicited",
+    "smtp server of your isp",
+    "syntax error",
+    "permission to post",
+    "don't have permission",
+    "権限",
+    "domain of sender address",
+    "sender domain",
+    "invalid domain name",
+    "not a member",
+    "after initial connection",
+    "greeting",
+)
+_HARD = (
+    "user unknown",
+    "unknown user",
+    "no such user",
+    "no such recipient",
+    "unknown recipient",
+    "recipient unknown",
+    "no such mailbox",
+    "mailbox not found",
+    "mailbox does not exist",
+    "does not exist",
+    "doesn't exist",
+    "no such domain",
+    "domain not found",
+    "host not found",
+    "host unknown",
+    "unknown host",
+    "name or service not known",
+    "unrouteable address",
+    "unroutable address",
+    "no mx",
+    "null mx",
+    "address has moved",
+    "has moved",
+    "bad destination mailbox",
+    "user not found",
+    "addressee unknown",
+    "unknown local part",
+    "account does not exist",
+    "invalid domain",
+    "recipient not found",
+    "not our customer",
+    "unknown address",
+    "not recognized",
+    "invalid final delivery",
+    "見つかりません",
+    "存在しません",
+)
+_HARD_WEAK = (
+    "address rejected",
+    "recipient rejected",
+    "invalid recipient",
+    "invalid mailbox",
+    "invalid address",
+    "mailbox unavailable",
+    "not found",
+    "no mailbox",
+    "not a valid",
+    "is not valid",
+    "no longer",
+    "undeliverable address",
+    "not listed",
+    "no account",
+    "mailbox is unavailable",
+    "not exist",
+)
+_POLICY_WEAK = ("rejected", "denied")
+_ON_HOLD = ("on hold",)
+_PATTERNS = (("soft", _SOFT), ("policy", _POLICY), ("hard", _HARD), ("hard", _HARD_WEAK))
+_AUTOREPLY_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|vacation|"
+    r"absence|abwesenheit|r[ée]ponse automatique|respuesta autom[aá]tica|"
+    r"fuera de la oficina|away from|i am away|autoreply|auto:)",
+    re.I,
+)
+_DSN_SUBJECT = re.compile(
+    r"(undeliver|deliver(y|ing) (status|fail|notification|has failed|delayed|report)|"
+    r"returned mail|mail delivery|failure notice|non[- ]?delivery|could not be delivered|"
+    r"delivery problem|bounce|not delivered|rejected|warning: message)",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class Bounce:
+    recipient: str  # lower case; "" when the report names nobody
+    kind: str  # one of KINDS
+    status: str  # "5.1.1", or "" when there is none
+    diagnostic: str  # one line
+    returned_to: str = ""  # the address the bounce was sent back to (VERP)
+    message_id: str = ""  # the Message-ID of the message that bounced, when included
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return _WS_RE.sub(" ", text).strip()[:limit]
+
+
+def _status_of(text: str) -> str:
+    found = _STATUS_RE.search(text)
+    return ".".join(found.groups()) if found else ""
+
+
+def _by_status(status: str) -> str:
+    """The kind an enhanced status code says by itself ("" when it says nothing)."""
+    code = tuple(int(p) for p in status.split(".")) if status else ()
+    if len(code) != 3:
+        return ""
+    klass, subject, detail = code
+    if klass == 4:
+        return "soft"
+    if (subject, detail) == (0, 0):
+        return ""
+    if subject == 1 and detail in (1, 2, 3, 6, 10):
+        return "hard"
+    if subject == 1:
+        return "policy"  # 5.1.7, 5.1.8: the sender's address
+    if subject == 2 and detail == 1:
+        return "soft"  # mailbox disabled: not proof it is gone
+    if subject in (2, 3):
+        return "soft"  # full, too big, system trouble
+    if subject == 4 and detail in (1, 4):
+        return "hard" if detail == 4 else "soft"
+    if subject == 4:
+        return "soft"  # routing, loops, expired in a queue
+    if subject in (5, 6, 7):
+        return "policy"  # protocol, content, security
+    return ""
+
+
+# Refused after the message was sent (RFC 5321's DATA phase): the recipient was
+# accepted at RCPT TO, so a later "user unknown" is a filter's verdict.
+_AFTER_DATA_RE = re.compile(
+    r"(in reply to end of data|after end of data|>>> data\b|after data\b|end of data command)",
+    re.I,
+)
+
+
+def classify(status: str, diagnostic: str, action: str = "", after_data: bool = False) -> str:
+    """The kind of one failure from its status code, diagnostic and DSN action;
+    ``after_data``: the server refused it only after taking the message."""
+    kind = _classify(status, diagnostic, action)
+    if kind == "hard" and after_data and not status.startswith("5.1."):
+        return "policy"  # unless the code itself says the mailbox is bad
+    return kind
+
+
+def _classify(status: str, diagnostic: str, action: str) -> str:
+    text = diagnostic.lower()
+    if status in ("5.1.7", "5.1.8"):
+        return "policy"  # the sender's address, not the recipient's
+    temporary = (
+        action == "delayed" or status.startswith("4.") or bool(re.match(r"\s*4\d\d\b", text))
+    )
+    if any(w in text for w in _ON_HOLD):
+        return "unknown"
+    for kind, words in _PATTERNS[:3]:
+        if any(w in text for w in words):
+            if kind == "hard" and temporary:
+                return "soft"  # a temporary failure never proves an address dead
+            return kind
+    by_status = _by_status(status)
+    if by_status:
+        return by_status
+    if temporary:
+        return "soft"
+    if any(w in text for w in _HARD_WEAK):
+        return "hard"
+    if any(w in text for w in _POLICY_WEAK):
+        return "policy"
+    return "unknown"
+
+
+def _text_parts(msg: Message) -> list[str]:
+    """The readable parts of the report itself (not the returned message)."""
+    out: list[str] = []
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype in ("message/rfc822", "text/rfc822-headers"):
+            break
+        if part.get_content_maintype() == "text":
+            try:
+                payload = part.get_payload(decode=True)
+            except Exception:  # noqa: BLE001 - a broken part is skipped, not fatal
+                continue
+            if isinstance(payload, bytes):
+                charset = part.get_content_charset() or "utf-8"
+                try:
+                    out.append(payload.decode(charset, "replace"))
+                except LookupError:
+                    out.append(payload.decode("utf-8", "replace"))
+    return out
+
+
+def _included_headers(msg: Message) -> Message | None:
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype == "message/rfc822":
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner:
+                first = inner[0]
+                return first if isinstance(first, Message) else None
+        if ctype == "text/rfc822-headers":
+            text = part.get_payload(decode=True)
+            if isinstance(text, bytes):
+                return email.message_from_bytes(text, policy=email.policy.compat32)
+    return None
+
+
+def _message_id(msg: Message, body: str) -> str:
+    inner = _included_headers(msg)
+    if inner is not None and inner.get("Message-ID"):
+        return str(inner.get("Message-ID")).strip()
+    found = re.search(r"^Message-ID:\s*(<[^>\s]+>)", body, re.I | re.M)
+    return found.group(1) if found else ""
+
+
+def _address(value: str) -> str:
+    found = _ADDRESS_RE.search(value or "")
+    return found.group(0).lower().strip(".") if found else ""
+
+
+def _dsn(msg: Message) -> list[tuple[str, str, str, str]]:
+    """(recipient, action, status, diagnostic) of every recipient of a DSN part."""
+    out = []
+    for part in msg.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        blocks = part.get_payload()
+        if not isinstance(blocks, list):
+            continue
+        for block in blocks[1:] if len(blocks) > 1 else blocks:
+            if not isinstance(block, Message):
+                continue
+            recipient = _address(
+                str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
+            )
+            if not recipient:
+                continue
+            status = _status_of(str(block.get("Status") or ""))
+            diagnostic = _one_line(str(block.get("Diagnostic-Code") or ""))
+            diagnostic = re.sub(
+                r"^(smtp|x-[\w-]+|x-postfix|x-unix);\s*", "", diagnostic, flags=re.I
+            )
+            action = str(block.get("Action") or "").strip().lower()
+            out.append((recipient, action, status, diagnostic))
+    return out
+
+
+def _feedback(msg: Message) -> tuple[str, str] | None:
+    """(recipient, feedback type) of an ARF report."""
+    for part in msg.walk():
+        if part.get_content_type() == "message/feedback-report":
+            fields = part.get_payload()
+            report = fields[0] if isinstance(fields, list) and fields else None
+            kind, recipient = "abuse", ""
+            if isinstance(report, Message):
+                kind = str(report.get("Feedback-Type") or "abuse").strip().lower()
+                recipient = _address(str(report.get("Original-Rcpt-To") or ""))
+            if not recipient:
+                inner = _included_headers(msg)
+                if inner is not None:
+                    recipient = _address(str(inner.get("To") or ""))
+            return recipient, kind
+    return None
+
+
+def _subject(msg: Message) -> str:
+    raw = str(msg.get("Subject") or "")
+    try:
+        return str(make_header(decode_header(raw)))
+    except (ValueError, LookupError, UnicodeError):
+        return raw
+
+
+def _is_autoreply(msg: Message, body: str) -> bool:
+    """An out-of-office or other auto-reply (RFC 3834), not a failure report."""
+    subject = _subject(msg)
+    if _DSN_SUBJECT.search(subject) or _STATUS_RE.search(body):
+        return False
+    if str(msg.get("Auto-Submitted") or "").lower().startswith("auto-replied"):
+        return True
+    if msg.get("X-Autoreply") or msg.get("X-Autorespond") or msg.get("X-Autoresponder"):
+        return True
+    if str(msg.get("Precedence") or "").lower() == "auto_reply":
+        return True
+    return bool(_AUTOREPLY_SUBJECT.search(subject))
+
+
+def _complaint_recipient(msg: Message) -> str | None:
+    """The recipient of a non-ARF complaint (Hotmail's JMRP, subject "complaint")."""
+    inner = _included_headers(msg)
+    if inner is not None and inner.get("X-HmXmrOriginalRecipient"):
+        return _address(str(inner.get("X-HmXmrOriginalRecipient")))
+    if re.search(r"\b(complaint|abuse report)\b", _subject(msg), re.I) and inner is not None:
+        return _address(str(inner.get("To") or ""))
+    return None
+
+
+def _candidates(text: str, exclude: set[str]) -> list[str]:
+    """Addresses a free-text report names, in order, without the sender's own."""
+    out: list[str] = []
+    for found in _ADDRESS_RE.finditer(text):
+        address = found.group(0).lower().strip(".")
+        local = address.split("@")[0]
+        if address in exclude or local in ("mailer-daemon", "postmaster", "mail-daemon"):
+            continue
+        if address not in out:
+            out.append(address)
+    return out
+
+
+def _free_text(msg: Message, body: str, exclude: set[str]) -> list[Bounce]:
+    """A report in words: the failed addresses and the error next to them."""
+    report = body[: m.start()] if (m := _ORIGINAL_RE.search(body)) else body
+    failed = [a for a in map(_address, str(msg.get("X-Failed-Recipients") or "").split(",")) if a]
+    if failed and all(a.endswith("@googlegroups.com") for a in failed):
+        # Google Groups refuses a post (no such group, or no right to post to it),
+        # in the sender's language: the group's address is not a subscriber's.
+        return [Bounce(a, "policy", "", "Google Groups refused the post") for a in failed]
+    recipients = failed or _candidates(report, exclude)
+    if not recipients:
+        return []
+    out = []
+    for recipient in recipients[:50]:
+        at = report.lower().find(recipient)
+        window = report[at : at + 600] if at >= 0 else report
+        error = _error_line(window) or _error_line(report)
+        status = _status_of(error) or _status_of(window)
+        after = bool(_AFTER_DATA_RE.search(window[:400]))
+        kind = classify(status, error or window, after_data=after)
+        out.append(Bounce(recipient, kind, status, _one_line(error)))
+    return out
+
+
+def _error_line(text: str) -> str:
+    """The first line of ``text`` that reads like an SMTP error."""
+    for line in text.splitlines():
+        low = line.lower()
+        if (
+            _STATUS_RE.search(line)
+            or _REPLY_RE.search(line)
+            or any(w in low for _, words in _PATTERNS for w in words)
+        ):
+            return line.strip()
+    return ""
+
+
+def read_bounce(raw: bytes) -> list[Bounce]:
+    """Every failure a returned message reports (an empty list: not a bounce)."""
+    try:
+        return _read(raw)
+    except Exception as exc:  # noqa: BLE001 - a malformed message is not a crash
+        return [Bounce("", "unknown", "", f"unreadable message: {type(exc).__name__}")]
+
+
+def _read(raw: bytes) -> list[Bounce]:
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    returned_to = _address(
+        str(msg.get("X-Original-To") or msg.get("Delivered-To") or msg.get("To") or "")
+    )
+    body = "\n".join(_text_parts(msg))
+    message_id = _message_id(msg, body)
+    feedback = _feedback(msg)
+    if feedback is not None:
+        recipient, kind = feedback
+        return [
+            Bounce(recipient, "complaint", "", f"feedback report: {kind}", returned_to, message_id)
+        ]
+    found = []
+    after_data = bool(_AFTER_DATA_RE.search(body))
+    for recipient, action, status, diagnostic in _dsn(msg):
+        if action in ("delivered", "relayed", "expanded"):
+            kind = "unknown"
+        else:
+            words = diagnostic or _error_line(body)
+            kind = classify(status, words, action, after_data)
+        found.append(Bounce(recipient, kind, status, diagnostic, returned_to, message_id))
+    if found:
+        return found
+    complained = _complaint_recipient(msg)
+    if complained is not None:
+        return [Bounce(complained, "complaint", "", "complaint report", returned_to, message_id)]
+    sender = _address(str(msg.get("From") or ""))
+    if _is_autoreply(msg, body):
+        return [
+            Bounce(
+                sender,
+                "autoreply",
+                "",
+                _one_line(str(msg.get("Subject") or "")),
+                returned_to,
+                message_id,
+            )
+        ]
+    exclude = {returned_to, _address(str(msg.get("To") or "")), sender}
+    return [
+        Bounce(b.recipient, b.kind, b.status, b.diagnostic, returned_to, message_id)
+        for b in _free_text(msg, body, exclude)
+    ]
