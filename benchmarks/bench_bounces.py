@@ -14,7 +14,7 @@ import collections
 import json
 import sys
 import time
-from pathlib import Path
+from typing import Any
 
 from common import REPO
 
@@ -25,7 +25,7 @@ from composer.mail.bounces import read_bounce  # noqa: E402
 CORPUS = REPO / "tests" / "data" / "bounces"
 
 
-def labels() -> list[dict[str, object]]:
+def labels() -> list[dict[str, Any]]:
     with (CORPUS / "labels.jsonl").open(encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
@@ -34,8 +34,8 @@ def score(show: str | None = None) -> dict[str, float]:
     total = right_rcpt = right_kind = dangerous = counted = 0
     wrong: collections.Counter[str] = collections.Counter()
     for label in labels():
-        kinds = list(label["kinds"])  # type: ignore[arg-type]
-        recipients = list(label["recipients"])  # type: ignore[arg-type]
+        kinds = list(label["kinds"])
+        recipients = list(label["recipients"])
         if not kinds:
             continue
         found = read_bounce((CORPUS / "emails" / str(label["file"])).read_bytes())
@@ -51,9 +51,11 @@ def score(show: str | None = None) -> dict[str, float]:
             server = str(label["file"]).rsplit("-", 1)[0]
             wrong[f"{expected_kind}->{got_kind} {server}"] += 1
             if show and show in (expected_kind, got_kind, "all"):
-                print(f"  {label['file']}: want {expected_kind} {label['reasons']}, got "
-                      f"{got_kind} [{found[0].status if found else ''}] "
-                      f"{found[0].diagnostic[:100] if found else ''}")
+                print(
+                    f"  {label['file']}: want {expected_kind} {label['reasons']}, got "
+                    f"{got_kind} [{found[0].status if found else ''}] "
+                    f"{found[0].diagnostic[:100] if found else ''}"
+                )
         if recipients:
             counted += 1
             got = {b.recipient for b in found}

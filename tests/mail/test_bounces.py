@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from composer.mail.bounces import KINDS, classify, read_bounce
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bounces"
 
 
-def _labels() -> list[dict[str, object]]:
+def _labels() -> list[dict[str, Any]]:
     with (CORPUS / "labels.jsonl").open(encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
@@ -25,7 +26,7 @@ def test_the_corpus_is_read_without_a_crash_and_its_accuracy_holds() -> None:
     for label in _labels():
         found = read_bounce((CORPUS / "emails" / str(label["file"])).read_bytes())
         assert all(b.kind in KINDS for b in found)
-        kinds = list(label["kinds"])  # type: ignore[arg-type]
+        kinds = list(label["kinds"])
         if not kinds:
             continue
         got = found[0].kind if found else "unknown"
@@ -34,7 +35,7 @@ def test_the_corpus_is_read_without_a_crash_and_its_accuracy_holds() -> None:
         dangerous += (kinds[0] in ("policy", "soft", "autoreply") and got == "hard") or (
             kinds[0] == "complaint" and got != "complaint"
         )
-        expected = list(label["recipients"])  # type: ignore[arg-type]
+        expected = list(label["recipients"])
         if expected:
             recipients += 1
             right_recipient += expected[0] in {b.recipient for b in found}
