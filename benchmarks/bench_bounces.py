@@ -14,6 +14,7 @@ import collections
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from common import REPO
@@ -82,9 +83,44 @@ def throughput(repeat: int) -> float:
     return rate
 
 
+def scan_process(repeat: int) -> float:
+    """`newsletter bounces scan --json` as a whole process over the corpus copied
+    ``repeat`` times into one folder: messages per second."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from common import BIN
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "issues").mkdir()  # a newsletter's folder, with no database
+        folder = Path(tmp) / "bounces"
+        folder.mkdir()
+        for i in range(repeat):
+            for path in (CORPUS / "emails").glob("*.eml"):
+                shutil.copy(path, folder / f"{i}-{path.name}")
+        env = {**os.environ, "NEWSLETTER_HOME": tmp, "NEWSLETTER_SECRET_KEY": "bench"}
+        start = time.perf_counter()
+        out = subprocess.run(
+            [str(BIN / "newsletter"), "bounces", "scan", "--json", str(folder)],
+            env=env,
+            check=True,
+            capture_output=True,
+        ).stdout
+        elapsed = time.perf_counter() - start
+    lines = out.count(b"\n")
+    print(
+        f"newsletter bounces scan: {lines:,} messages in {elapsed:.2f} s, "
+        f"{lines / elapsed:,.0f} msgs/s (target 500)"
+    )
+    return lines / elapsed
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     show = args[args.index("--show") + 1] if "--show" in args else None
     repeat = int(args[args.index("--repeat") + 1]) if "--repeat" in args else 5
     score(show)
     throughput(repeat)
+    scan_process(repeat)

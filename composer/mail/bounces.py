@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 from dataclasses import dataclass
 from email.header import decode_header, make_header
@@ -247,7 +248,7 @@ _HARD_WEAK = (
     "mailbox is unavailable",
     "not exist",
 )
-_POLICY_WEAK = ("rejected", "denied")
+_POLICY_WEAK = ("rejected", "denied", "not implemented")
 _ON_HOLD = ("on hold",)
 _PATTERNS = (("soft", _SOFT), ("policy", _POLICY), ("hard", _HARD), ("hard", _HARD_WEAK))
 _AUTOREPLY_SUBJECT = re.compile(
@@ -259,7 +260,7 @@ _AUTOREPLY_SUBJECT = re.compile(
 _DSN_SUBJECT = re.compile(
     r"(undeliver|deliver(y|ing) (status|fail|notification|has failed|delayed|report)|"
     r"returned mail|mail delivery|failure notice|non[- ]?delivery|could not be delivered|"
-    r"delivery problem|bounce|not delivered|rejected|warning: message)",
+    r"delivery problem|bounce|not delivered|rejected|warning: message|failure|failed)",
     re.I,
 )
 
@@ -336,6 +337,8 @@ def _classify(status: str, diagnostic: str, action: str) -> str:
     )
     if any(w in text for w in _ON_HOLD):
         return "unknown"
+    if "recipient address rejected: access denied" in text:
+        return "hard"  # Office 365's answer for an address it does not have
     for kind, words in _PATTERNS[:3]:
         if any(w in text for w in words):
             if kind == "hard" and temporary:
@@ -455,6 +458,40 @@ def _subject(msg: Message) -> str:
         return raw
 
 
+def _ses(body: str) -> list[Bounce] | None:
+    """An Amazon SES notification (JSON, mailed by SNS): bounce, complaint, delivery."""
+    start = body.find('{"notificationType"')
+    if start < 0:
+        return None
+    try:
+        note, _ = json.JSONDecoder().raw_decode(body[start:].replace("\n", ""))
+    except ValueError:
+        return None
+    kind = str(note.get("notificationType", "")).lower()
+    if kind == "complaint":
+        people = note.get("complaint", {}).get("complainedRecipients", [])
+        return [
+            Bounce(_address(str(p.get("emailAddress", ""))), "complaint", "", "SES complaint")
+            for p in people
+        ]
+    if kind == "bounce":
+        bounce = note.get("bounce", {})
+        permanent = str(bounce.get("bounceType", "")).lower() == "permanent"
+        out = []
+        for p in bounce.get("bouncedRecipients", []):
+            status = _status_of(str(p.get("status", "")))
+            diagnostic = _one_line(str(p.get("diagnosticCode", "")))
+            kind = classify(status, diagnostic)
+            if kind == "unknown":
+                kind = "hard" if permanent and status.startswith("5.1.") else "soft"
+            out.append(Bounce(_address(str(p.get("emailAddress", ""))), kind, status, diagnostic))
+        return out
+    if kind == "delivery":
+        people = note.get("delivery", {}).get("recipients", [])
+        return [Bounce(_address(str(a)), "unknown", "", "SES delivery notice") for a in people]
+    return None
+
+
 def _is_autoreply(msg: Message, body: str) -> bool:
     """An out-of-office or other auto-reply (RFC 3834), not a failure report."""
     subject = _subject(msg)
@@ -554,12 +591,23 @@ def _read(raw: bytes) -> list[Bounce]:
     for recipient, action, status, diagnostic in _dsn(msg):
         if action in ("delivered", "relayed", "expanded"):
             kind = "unknown"
-        else:
-            words = diagnostic or _error_line(body)
-            kind = classify(status, words, action, after_data)
+        elif diagnostic:
+            kind = classify(status, diagnostic, action, after_data)
+        else:  # no diagnostic: the code, else the report's words about this address
+            kind = classify(status, "", action, after_data)
+            if kind == "unknown":
+                at = body.lower().find(recipient)
+                near = body[at : at + 600] if at >= 0 else body
+                kind = classify(status, _error_line(near) or near, action, after_data)
         found.append(Bounce(recipient, kind, status, diagnostic, returned_to, message_id))
     if found:
         return found
+    ses = _ses(body)
+    if ses:
+        return [
+            Bounce(b.recipient, b.kind, b.status, b.diagnostic, returned_to, message_id)
+            for b in ses
+        ]
     complained = _complaint_recipient(msg)
     if complained is not None:
         return [Bounce(complained, "complaint", "", "complaint report", returned_to, message_id)]
