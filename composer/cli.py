@@ -448,6 +448,35 @@ subscribers_app = _command_group("subscribers", "Manage subscribers (in the SQLi
 bounces_app = _command_group("bounces", "Bounces and complaints: read what came back.")
 
 
+@bounces_app.command("process")
+def bounces_process(
+    source: Annotated[
+        Path, typer.Argument(help="A Maildir folder, an mbox file, or .eml files' folder.")
+    ],
+) -> None:
+    """Apply returned messages: hard bounces and complaints stop mail to their subscriber.
+
+    Soft bounces count (see NEWSLETTER_SOFT_BOUNCES), policy refusals count against
+    the issue only, auto-replies are ignored. Each message is applied once and then
+    moved out of the way (a Maildir's .Processed folder, processed/, NAME.processed).
+    """
+    from composer.audience.bounces import process
+
+    settings = _settings_checked()
+
+    def show(name: str, bounce: Any, changed: str | None) -> None:
+        note = f" -> subscriber {changed}" if changed else ""
+        typer.echo(f"{name}: {bounce.kind} {bounce.recipient or '-'}{note}")
+
+    with _errors():
+        done = process(settings, source, show)
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(done.kinds.items())) or "none"
+    changed = ", ".join(f"{n} {k}" for k, n in sorted(done.changed.items())) or "no change"
+    typer.echo(f"{done.messages} message(s): {kinds}; subscribers: {changed}")
+    if done.moved_to:
+        typer.echo(f"moved to {', '.join(sorted(done.moved_to))}")
+
+
 @bounces_app.command("scan")
 def bounces_scan(
     paths: Annotated[
@@ -677,7 +706,11 @@ def send(
         float | None, typer.Option(min=1, help="At most this many messages per hour.")
     ] = None,
     force: Annotated[
-        bool, typer.Option(help="Send the rest even though the issue changed since sending began.")
+        bool,
+        typer.Option(
+            help="Send although the issue changed since sending began, or the previous "
+            "issue drew complaints from 0.3% or more."
+        ),
     ] = False,
     resend_in_doubt: Annotated[
         bool, typer.Option(help="Send again the messages whose delivery is in doubt.")
@@ -691,7 +724,13 @@ def send(
 ) -> None:
     """Send an issue to the active subscribers; run again to resume a stopped send."""
     from composer.send.engine import run_send
-    from composer.send.plan import SendOptions, build_test_copy, plan_send, send_test_copy
+    from composer.send.plan import (
+        COMPLAINT_WARN,
+        SendOptions,
+        build_test_copy,
+        plan_send,
+        send_test_copy,
+    )
     from composer.send.plan import dry_run as build_all
     from composer.send.preflight import check_ready
 
@@ -736,6 +775,13 @@ def send(
     typer.echo(f"Audience:   {audience}" + (f" on list {list_name!r}" if list_name else ""))
     if len(plan.editions) > 1:
         typer.echo(f"Editions:   {_per_edition(plan.editions)}")
+    if plan.previous_complaints is not None:
+        previous, complaints, sent = plan.previous_complaints
+        if sent and complaints / sent >= COMPLAINT_WARN:
+            _err(
+                f"warning: the previous issue ({previous}) drew complaints from "
+                f"{complaints / sent:.2%} of its recipients; from 0.3% `send` refuses"
+            )
     if plan.started_before:
         doubt = (
             (
@@ -861,6 +907,23 @@ def status(issue: IssueArg) -> None:
     typer.echo(f"issue {report.issue}" + ("  (a send is running)" if report.running else ""))
     for label, n in report.counts.items():
         typer.echo(f"  {label:<13}{n:>9,}")
+    totals = report.bounce_totals()
+    if totals:
+        order = ("hard", "soft", "policy", "autoreply", "unknown")
+        shown = ", ".join(f"{k} {totals[k]:,}" for k in order if totals.get(k))
+        typer.echo(f"bounces      {shown or 'none'}")
+        sent = report.counts.get("sent", 0)
+        typer.echo(
+            f"complaints   {totals.get('complaint', 0):,} of {sent:,} sent "
+            f"({report.complaint_rate:.2%})"
+        )
+        typer.echo("by provider")
+        for name in sorted({*report.sent_by_provider, *report.bounces}):
+            per = report.bounces.get(name, {})
+            kinds = order[:3] + ("complaint",) + order[3:]
+            parts = [f"{report.sent_by_provider.get(name, 0):,} sent"]
+            parts += [f"{k} {per[k]:,}" for k in kinds if per.get(k)]
+            typer.echo(f"  {name}: {', '.join(parts)}")
     for email, label, reply, attempts in report.problems:
         typer.echo(f"{label:<9} {email}  {reply}  (attempts: {attempts})")
 

@@ -68,6 +68,10 @@ class Settings:
     unsubscribe_mailto: str = ""
     # VERP: each message's envelope sender is this address + "+<signed token>".
     bounce_address: str = ""
+    # Soft bounces that bounce a subscriber: this many issues in a row, spread over
+    # at least this many days.
+    soft_bounces: int = 3
+    soft_bounce_days: float = 14.0
     # DKIM: (selector, private key file) for RSA and for Ed25519; the d= domain.
     dkim_rsa: tuple[str, Path] | None = None
     dkim_ed25519: tuple[str, Path] | None = None
@@ -172,6 +176,13 @@ def _positive(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _non_negative(env: dict[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if value < 0:
+        raise ConfigError(f"{name}={value:g} must be zero or more")
+    return value
+
+
 def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Read settings: real environment first, then ``HOME/.env`` for what is unset.
 
@@ -239,6 +250,8 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         smtp_ca_file=merged.get("SMTP_CA_FILE", "").strip(),
         unsubscribe_mailto=merged.get("NEWSLETTER_UNSUBSCRIBE_MAILTO", "").strip(),
         bounce_address=_bounce_address(merged),
+        soft_bounces=max(1, _int(merged, "NEWSLETTER_SOFT_BOUNCES", 3)),
+        soft_bounce_days=_non_negative(merged, "NEWSLETTER_SOFT_BOUNCE_DAYS", 14.0),
         dkim_rsa=_dkim_pair(merged, home, "DKIM_SELECTOR", "DKIM_PRIVATE_KEY"),
         dkim_ed25519=_dkim_pair(merged, home, "DKIM_ED25519_SELECTOR", "DKIM_ED25519_PRIVATE_KEY"),
         dkim_domain=merged.get("DKIM_DOMAIN", "").strip().lower(),

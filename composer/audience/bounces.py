@@ -9,15 +9,21 @@ Matching, most certain first:
    issue; the subscriber by the reported recipient.
 3. The reported recipient alone: the subscriber with that address.
 
-``scan`` only reads: nothing is moved, flagged or written.
+``scan`` only reads: nothing is moved, flagged or written. ``process``
+applies them (see ``Store.record_bounce``) and moves each message away.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import mailbox
+import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from composer.audience.tokens import verify_verp
@@ -129,3 +135,141 @@ def scan(settings: Settings, paths: list[Path]) -> Iterator[Found]:
                 yield Found(name, first, others, subscriber, sid, issue)
     finally:
         matcher.close()
+
+
+# --- processing: apply what came back, then move it out of the way ----------
+
+
+@dataclass
+class Processed:
+    """What one ``bounces process`` run did."""
+
+    messages: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    changed: Counter[str] = field(default_factory=Counter)  # subscribers now bounced, ...
+    moved_to: set[str] = field(default_factory=set)
+
+
+def _when(raw: bytes) -> str:
+    """When the bounce was written (its Date), else now: soft bounces count by it."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    found = re.search(rb"^Date:[ \t]*(.+)$", head, re.I | re.M)
+    if found:
+        try:
+            when = parsedate_to_datetime(found.group(1).decode("ascii", "replace").strip())
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+            return when.astimezone(dt.UTC).isoformat(timespec="seconds")
+        except (TypeError, ValueError):
+            pass
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _pending(source: Path) -> Iterator[tuple[str, bytes, Callable[[], str]]]:
+    """(name, raw message, move it away) for every message waiting in ``source``:
+    a Maildir (processed ones go to its ``.Processed`` folder), a folder of
+    ``.eml`` files or one file (to ``processed/`` beside them), or an mbox (to
+    ``NAME.processed``, an mbox too)."""
+    if source.is_dir() and (source / "cur").is_dir() and (source / "new").is_dir():
+        done = source / ".Processed"
+        for sub in ("cur", "new", "tmp"):
+            (done / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("new", "cur"):
+            for path in sorted((source / sub).iterdir()):
+                if path.name.startswith("."):
+                    continue
+                info = "" if ":2," in path.name else ":2,S"
+
+                def to_processed(path: Path = path, info: str = info) -> str:
+                    os.replace(path, done / "cur" / (path.name + info))
+                    return str(done)
+
+                yield str(path), path.read_bytes(), to_processed
+    elif source.is_file() and _is_mbox(source):
+        yield from _pending_mbox(source)
+    elif source.is_file() or source.is_dir():
+        files = (
+            [source]
+            if source.is_file()
+            else sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
+        )
+        for path in files:
+            done = path.parent / "processed"
+
+            def move(path: Path = path, done: Path = done) -> str:
+                done.mkdir(exist_ok=True)
+                os.replace(path, done / path.name)
+                return str(done)
+
+            yield str(path), path.read_bytes(), move
+    else:
+        raise ComposerError(f"{source}: no such file or folder")
+
+
+def _pending_mbox(source: Path) -> Iterator[tuple[str, bytes, Callable[[], str]]]:
+    box = mailbox.mbox(str(source), create=False)
+    done = mailbox.mbox(str(source) + ".processed", create=True)
+    box.lock()
+    try:
+        keys = list(box.iterkeys())
+        for key in keys:
+
+            def keep(key: str = key) -> str:
+                done.lock()
+                try:
+                    done.add(box.get_message(key))
+                    done.flush()
+                finally:
+                    done.unlock()
+                return str(source) + ".processed"
+
+            yield f"{source}#{key}", box.get_bytes(key), keep
+        for key in keys:
+            box.remove(key)
+        box.flush()
+    finally:
+        box.unlock()
+        box.close()
+        done.close()
+
+
+def process(
+    settings: Settings,
+    source: Path,
+    report: Callable[[str, Bounce, str | None], None] | None = None,
+) -> Processed:
+    """Apply every bounce waiting in ``source`` to the subscribers, once, then move
+    each message out of the way. Safe to stop at any point: a message applied but
+    not yet moved is applied again as nothing (each is recorded by its content)."""
+    result = Processed()
+    matcher = Matcher(settings)
+    store = Store(settings.db_path, wait=settings.db_wait)
+    try:
+        for name, raw, move in _pending(source):
+            fingerprint = hashlib.sha256(raw).hexdigest()[:32]
+            when = _when(raw)
+            for bounce in read_bounce(raw) or [Bounce("", "unknown", "", "not a bounce")]:
+                _, sid, issue = matcher.match(bounce)
+                changed = store.record_bounce(
+                    fingerprint,
+                    bounce.recipient,
+                    sid,
+                    issue,
+                    bounce.kind,
+                    bounce.status,
+                    bounce.diagnostic,
+                    when,
+                    settings.soft_bounces,
+                    settings.soft_bounce_days,
+                )
+                result.kinds[bounce.kind] += 1
+                if changed:
+                    result.changed[changed] += 1
+                if report is not None:
+                    report(name, bounce, changed)
+            result.moved_to.add(move())
+            result.messages += 1
+    finally:
+        store.close()
+        matcher.close()
+    return result

@@ -15,6 +15,11 @@ from composer.send.prepare import Prepared, message_template, prepare
 from composer.send.recipients import Recipients
 from composer.store.database import Store
 
+# Complaint rates of the previous issue: a warning from the first, a refusal
+# (unless --force) from the second (Gmail's bulk sender limits).
+COMPLAINT_WARN = 0.001
+COMPLAINT_REFUSE = 0.003
+
 
 @dataclass(frozen=True)
 class SendOptions:
@@ -46,6 +51,8 @@ class SendPlan:
     already_sent: int
     started_before: bool
     editions: dict[str, int] = field(default_factory=dict)  # the audience by edition
+    # The previous issue's complaints: (issue, complaints, sent), when there is one.
+    previous_complaints: tuple[str, int, int] | None = None
 
     @property
     def audience(self) -> int:
@@ -80,9 +87,19 @@ def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
         new = store.count_new(slug, options.list_name)
         waiting = store.count_waiting(slug)
         languages = store.audience_languages(slug, options.list_name, options.limit)
+        previous = store.previous_issue(slug)
+        complaints = (previous, *store.complaints(previous)) if previous else None
     if options.limit is not None:
         new = min(new, max(0, options.limit - waiting))
     editions = by_edition(prepared, languages)
+    if complaints is not None and not options.force:
+        issue, n, sent = complaints
+        if sent and n / sent >= COMPLAINT_REFUSE:
+            raise SendError(
+                f"the previous issue ({issue}) drew complaints from {n / sent:.2%} of its "
+                f"{sent:,} recipients (mailbox providers throttle or block senders from "
+                f"{COMPLAINT_REFUSE:.1%}); find out why, then send anyway with --force"
+            )
     return SendPlan(
         prepared=prepared,
         issue=slug,
@@ -95,6 +112,7 @@ def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
         already_sent=counts["sent"],
         started_before=record is not None,
         editions=editions,
+        previous_complaints=complaints,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from composer.config import Settings
 from composer.errors import SendError
@@ -26,6 +26,20 @@ class IssueStatus:
     counts: dict[str, int]  # keyed by STATE_LABELS values
     running: bool
     problems: list[tuple[str, str, str, int]]  # (email, label, reply, attempts)
+    bounces: dict[str, dict[str, int]] = field(default_factory=dict)  # provider -> kind -> n
+    sent_by_provider: dict[str, int] = field(default_factory=dict)
+
+    def bounce_totals(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for per in self.bounces.values():
+            for kind, n in per.items():
+                totals[kind] = totals.get(kind, 0) + n
+        return totals
+
+    @property
+    def complaint_rate(self) -> float:
+        sent = self.counts.get("sent", 0)
+        return self.bounce_totals().get("complaint", 0) / sent if sent else 0.0
 
 
 def status(spec: str, settings: Settings) -> IssueStatus:
@@ -41,6 +55,8 @@ def status(spec: str, settings: Settings) -> IssueStatus:
             )
         counts = store.counts(slug)
         problems = store.problems(slug, ("failed", "in_doubt", "deferred", "sending"))
+        bounces = store.bounce_counts(slug)
+        by_provider = store.sent_by_provider(slug)
     if not running:
         counts["in_doubt"] += counts.pop("sending")
     shown = []
@@ -49,4 +65,11 @@ def status(spec: str, settings: Settings) -> IssueStatus:
             state = "in_doubt"
             reply = reply or "the sending process stopped while this message was in flight"
         shown.append((email, STATE_LABELS[state], reply, attempts))
-    return IssueStatus(slug, {STATE_LABELS[k]: v for k, v in counts.items()}, running, shown)
+    return IssueStatus(
+        slug,
+        {STATE_LABELS[k]: v for k, v in counts.items()},
+        running,
+        shown,
+        bounces,
+        by_provider,
+    )

@@ -8,6 +8,7 @@ database is waited for is in ``store.connection``.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import sqlite3
@@ -25,6 +26,27 @@ from composer.store.migrations import MIGRATIONS
 log = logging.getLogger(__name__)
 
 STATUSES = ("active", "unsubscribed", "bounced", "complained")
+
+# Mailbox providers an editor watches (complaint rates are per provider).
+PROVIDERS = {
+    "gmail.com": "gmail.com",
+    "googlemail.com": "gmail.com",
+    "outlook.com": "outlook.com/hotmail.com",
+    "hotmail.com": "outlook.com/hotmail.com",
+    "live.com": "outlook.com/hotmail.com",
+    "msn.com": "outlook.com/hotmail.com",
+    "yahoo.com": "yahoo.com",
+    "ymail.com": "yahoo.com",
+    "aol.com": "yahoo.com",
+}
+
+
+def provider(address: str) -> str:
+    """The mailbox provider of an address, by its domain (else "others")."""
+    domain = address.rpartition("@")[2].lower()
+    return PROVIDERS.get(domain) or ("yahoo.com" if domain.startswith("yahoo.") else "others")
+
+
 STATES = ("pending", "sending", "sent", "deferred", "failed", "in_doubt")
 
 
@@ -367,6 +389,127 @@ class Store:
             "INSERT INTO events (subscriber_id, kind, detail, at) VALUES (?, ?, ?, ?)",
             (sid, status, detail, stamp),
         )
+
+    def record_bounce(
+        self,
+        message: str,
+        recipient: str,
+        subscriber_id: int | None,
+        issue: str,
+        kind: str,
+        status: str,
+        diagnostic: str,
+        bounced_at: str,
+        soft_limit: int,
+        soft_days: float,
+    ) -> str | None:
+        """Apply one returned message, once (``message`` is its fingerprint): a
+        hard bounce or enough soft ones bounce the subscriber, a complaint
+        unsubscribes them; policy refusals count against the issue only. The
+        subscriber's new status, if it changed; None as well for a message
+        already applied."""
+        with self.transaction() as db:
+            added = db.execute(
+                "INSERT OR IGNORE INTO bounces (message, recipient, subscriber_id, issue, kind, "
+                "status, diagnostic, bounced_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message,
+                    recipient,
+                    subscriber_id,
+                    issue,
+                    kind,
+                    status,
+                    diagnostic[:500],
+                    bounced_at,
+                    now_iso(),
+                ),
+            ).rowcount
+            if not added or subscriber_id is None:
+                return None
+            row = db.execute(
+                "SELECT status FROM subscribers WHERE id = ?", (subscriber_id,)
+            ).fetchone()
+            if row is None or row[0] != "active":
+                return None
+            detail = f"{kind} bounce of {issue or 'an issue'}: {status} {diagnostic}"[:300]
+            if kind == "hard":
+                self._set_status(db, subscriber_id, "bounced", detail)
+                return "bounced"
+            if kind == "complaint":
+                self._set_status(db, subscriber_id, "complained", f"complaint about {issue}")
+                return "complained"
+            if kind == "soft" and self._soft_streak(db, subscriber_id, soft_limit, soft_days):
+                self._set_status(
+                    db, subscriber_id, "bounced", f"{soft_limit} soft bounces; {detail}"
+                )
+                return "bounced"
+        return None
+
+    @staticmethod
+    def _soft_streak(db: sqlite3.Connection, sid: int, limit: int, days: float) -> bool:
+        """Whether the subscriber's last ``limit`` issues sent all soft-bounced,
+        the first and the last of those bounces at least ``days`` apart (no
+        successful delivery between: an issue sent without a bounce breaks it)."""
+        sent = [
+            r[0]
+            for r in db.execute(
+                "SELECT issue FROM deliveries WHERE subscriber_id = ? AND state = 'sent' "
+                "ORDER BY issue DESC LIMIT ?",
+                (sid, limit),
+            )
+        ]
+        if len(sent) < limit:
+            return False
+        times = []
+        for issue in sent:
+            found = db.execute(
+                "SELECT min(bounced_at) FROM bounces WHERE subscriber_id = ? AND issue = ? "
+                "AND kind = 'soft'",
+                (sid, issue),
+            ).fetchone()[0]
+            if found is None:
+                return False
+            times.append(found)
+        first = dt.datetime.fromisoformat(min(times))
+        last = dt.datetime.fromisoformat(max(times))
+        return (last - first).total_seconds() >= days * 86400
+
+    def bounce_counts(self, issue: str) -> dict[str, dict[str, int]]:
+        """Returned messages of ``issue`` by kind, per mailbox provider."""
+        out: dict[str, dict[str, int]] = {}
+        for recipient, kind, n in self.query(
+            "SELECT recipient, kind, count(*) FROM bounces WHERE issue = ? "
+            "GROUP BY recipient, kind",
+            (issue,),
+        ):
+            per = out.setdefault(provider(recipient), {})
+            per[kind] = per.get(kind, 0) + n
+        return out
+
+    def sent_by_provider(self, issue: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for email, n in self.query(
+            "SELECT s.email, count(*) FROM deliveries d JOIN subscribers s "
+            "ON s.id = d.subscriber_id WHERE d.issue = ? AND d.state = 'sent' GROUP BY s.email",
+            (issue,),
+        ):
+            key = provider(email)
+            out[key] = out.get(key, 0) + n
+        return out
+
+    def complaints(self, issue: str) -> tuple[int, int]:
+        """(complaints, messages sent) of ``issue``."""
+        complaints = self.query(
+            "SELECT count(*) FROM bounces WHERE issue = ? AND kind = 'complaint'", (issue,)
+        )[0][0]
+        return int(complaints), self.counts(issue)["sent"]
+
+    def previous_issue(self, issue: str) -> str | None:
+        """The latest issue sent before ``issue``."""
+        rows = self.query(
+            "SELECT max(issue) FROM deliveries WHERE issue < ? AND state = 'sent'", (issue,)
+        )
+        return rows[0][0] if rows and rows[0][0] else None
 
     def unsubscribe_id(self, sid: int, detail: str) -> bool:
         """Unsubscribe by id (one-click); True if that subscriber exists."""

@@ -89,9 +89,32 @@ CREATE_LEASES = Migration(
     ),
 )
 
+CREATE_BOUNCES = Migration(
+    "bounces: every returned message applied, once",
+    (
+        """CREATE TABLE bounces (
+            id INTEGER PRIMARY KEY,
+            message TEXT NOT NULL,
+            recipient TEXT NOT NULL DEFAULT '',
+            subscriber_id INTEGER REFERENCES subscribers (id) ON DELETE SET NULL,
+            issue TEXT NOT NULL DEFAULT '',
+            kind TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'policy', 'complaint',
+                                               'autoreply', 'unknown')),
+            status TEXT NOT NULL DEFAULT '',
+            diagnostic TEXT NOT NULL DEFAULT '',
+            bounced_at TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            UNIQUE (message, recipient)
+        )""",
+        "CREATE INDEX bounces_issue ON bounces (issue, kind)",
+        "CREATE INDEX bounces_subscriber ON bounces (subscriber_id, bounced_at)",
+    ),
+)
+
 # Version N is MIGRATIONS[N - 1].
 MIGRATIONS: tuple[Migration, ...] = (
     CREATE_SUBSCRIBERS_LISTS_DELIVERIES,
     CREATE_EVENTS,
     CREATE_LEASES,
+    CREATE_BOUNCES,
 )
