@@ -451,7 +451,11 @@ bounces_app = _command_group("bounces", "Bounces and complaints: read what came 
 @bounces_app.command("process")
 def bounces_process(
     source: Annotated[
-        Path, typer.Argument(help="A Maildir folder, an mbox file, or .eml files' folder.")
+        str,
+        typer.Argument(
+            help="A Maildir folder, an mbox file, a folder of .eml files, or "
+            "imaps://USER@HOST[:PORT]/FOLDER (password in NEWSLETTER_IMAP_PASSWORD)."
+        ),
     ],
 ) -> None:
     """Apply returned messages: hard bounces and complaints stop mail to their subscriber.

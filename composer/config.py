@@ -70,6 +70,8 @@ class Settings:
     bounce_address: str = ""
     # Soft bounces that bounce a subscriber: this many issues in a row, spread over
     # at least this many days.
+    imap_password: Secret = field(default_factory=lambda: Secret(""))
+    imap_ca_file: str = ""
     soft_bounces: int = 3
     soft_bounce_days: float = 14.0
     # DKIM: (selector, private key file) for RSA and for Ed25519; the d= domain.
@@ -250,6 +252,8 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         smtp_ca_file=merged.get("SMTP_CA_FILE", "").strip(),
         unsubscribe_mailto=merged.get("NEWSLETTER_UNSUBSCRIBE_MAILTO", "").strip(),
         bounce_address=_bounce_address(merged),
+        imap_password=Secret(merged.get("NEWSLETTER_IMAP_PASSWORD", "")),
+        imap_ca_file=merged.get("NEWSLETTER_IMAP_CA_FILE", "").strip(),
         soft_bounces=max(1, _int(merged, "NEWSLETTER_SOFT_BOUNCES", 3)),
         soft_bounce_days=_non_negative(merged, "NEWSLETTER_SOFT_BOUNCE_DAYS", 14.0),
         dkim_rsa=_dkim_pair(merged, home, "DKIM_SELECTOR", "DKIM_PRIVATE_KEY"),

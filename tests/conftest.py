@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.dns_server import dns_server  # noqa: F401 (a fixture for every test module)
+from tests.imap_server import imap_server  # noqa: F401 (a fixture for every test module)
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_ISSUE = REPO / "issues" / "2025-04-16.yaml"

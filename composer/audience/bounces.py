@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+from composer.audience.imap import messages as imap_messages
+from composer.audience.imap import parse_source
 from composer.audience.tokens import verify_verp
 from composer.config import Settings
 from composer.errors import ComposerError
@@ -235,7 +237,7 @@ def _pending_mbox(source: Path) -> Iterator[tuple[str, bytes, Callable[[], str]]
 
 def process(
     settings: Settings,
-    source: Path,
+    source: str | Path,
     report: Callable[[str, Bounce, str | None], None] | None = None,
 ) -> Processed:
     """Apply every bounce waiting in ``source`` to the subscribers, once, then move
@@ -245,7 +247,9 @@ def process(
     matcher = Matcher(settings)
     store = Store(settings.db_path, wait=settings.db_wait)
     try:
-        for name, raw, move in _pending(source):
+        imap = parse_source(str(source))
+        pending = imap_messages(imap, settings) if imap else _pending(Path(source))
+        for name, raw, move in pending:
             fingerprint = hashlib.sha256(raw).hexdigest()[:32]
             when = _when(raw)
             for bounce in read_bounce(raw) or [Bounce("", "unknown", "", "not a bounce")]:

@@ -19,6 +19,7 @@ import pytest
 
 from tests.audience.test_bounce_scan import dsn
 from tests.helpers import run
+from tests.imap_server import ImapServer
 from tests.send.test_send import add_subscribers, use
 from tests.smtp_server import Handler, Received, running
 
@@ -240,3 +241,41 @@ def test_send_warns_from_one_complaint_in_a_thousand(newsletter_home: Path) -> N
     planned = run("send", "2025-04-23", "--dry-run")
     assert planned.exit_code == 0
     assert "warning: the previous issue (2025-04-16) drew complaints from 0.17%" in (planned.stderr)
+
+
+def test_a_bounce_mailbox_over_imap(
+    sent: dict[str, Received],
+    newsletter_home: Path,
+    imap_server: ImapServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hard, other = sorted(sent)[:2]
+    imap_server.deliver(dsn(sent[hard].mail_from, hard, "5.1.1", "550 5.1.1 User unknown"))
+    imap_server.deliver(dsn(sent[other].mail_from, other, "5.2.2", "552 5.2.2 Mailbox full"))
+    use(monkeypatch, imap_server.env())
+    result = run("bounces", "process", imap_server.url)
+    assert result.exit_code == 0, result.output
+    assert "2 message(s): hard 1, soft 1; subscribers: 1 bounced" in result.stdout
+    assert "imap-test-password" not in result.output
+    assert statuses(newsletter_home)[hard] == "bounced"
+    assert imap_server.count("INBOX") == 0 and imap_server.count("Processed") == 2
+    assert "0 message(s)" in run("bounces", "process", imap_server.url).stdout
+
+
+def test_imap_refuses_what_would_leak_or_trust_blindly(
+    newsletter_home: Path, imap_server: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", "wrong")
+    monkeypatch.setenv("NEWSLETTER_IMAP_CA_FILE", str(imap_server.ca_file))
+    wrong = run("bounces", "process", imap_server.url)
+    assert wrong.exit_code == 1 and "refused the login" in wrong.stderr
+    assert "wrong" not in wrong.stderr.replace("refused", "")
+    monkeypatch.delenv("NEWSLETTER_IMAP_CA_FILE")
+    untrusted = run("bounces", "process", imap_server.url)
+    assert untrusted.exit_code == 1 and "certificate is not trusted" in untrusted.stderr
+    leaked = run("bounces", "process", f"imaps://bounces:secret@127.0.0.1:{imap_server.port}/")
+    assert leaked.exit_code == 1 and "NEWSLETTER_IMAP_PASSWORD, not in the URL" in leaked.stderr
+    plain = run("bounces", "process", "imap://bounces@127.0.0.1/INBOX")
+    assert plain.exit_code == 1 and "plain IMAP is refused" in plain.stderr
+    for output in (wrong.output, untrusted.output, leaked.output):
+        assert "Traceback" not in output
