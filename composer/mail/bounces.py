@@ -124,6 +124,10 @@ _SOFT = (
     "not delivered within",
     "exceeds allowed size",
     "duplicated message-id",
+    "too many recipients",
+    "frozen",
+    "service currently unavailable",
+    "transaction failed",
 )
 _POLICY = (
     "spam",
@@ -170,7 +174,6 @@ _POLICY = (
     "prohibited",
     "not accepted",
     "refused",
-    "rejected by",
     "weren't sent",
     "filtered",
     "filter",
@@ -191,6 +194,9 @@ _POLICY = (
     "not a member",
     "after initial connection",
     "greeting",
+    "unauthenticated",
+    "protocol violation",
+    "at a rate that",
 )
 _HARD = (
     "user unknown",
@@ -229,6 +235,12 @@ _HARD = (
     "invalid final delivery",
     "見つかりません",
     "存在しません",
+    "invalid recipient",
+    "may not exist",
+    "domain is not reachable",
+    "recipient address rejected: access denied",
+    "doesn't have a",
+    "does not have a",
 )
 _HARD_WEAK = (
     "address rejected",
