@@ -176,8 +176,6 @@ _POLICY = (
     "refused",
     "weren't sent",
     "filtered",
-    "filter",
-    "header",
     "rfc 5322",
     "rfc5322",
     "rfc 2822",
@@ -262,7 +260,7 @@ _HARD_WEAK = (
 )
 _POLICY_WEAK = ("rejected", "denied", "not implemented")
 _ON_HOLD = ("on hold",)
-_PATTERNS = (("soft", _SOFT), ("policy", _POLICY), ("hard", _HARD), ("hard", _HARD_WEAK))
+_PATTERNS = (("policy", _POLICY), ("soft", _SOFT), ("hard", _HARD), ("hard", _HARD_WEAK))
 _AUTOREPLY_SUBJECT = re.compile(
     r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|vacation|"
     r"absence|abwesenheit|r[ée]ponse automatique|respuesta autom[aá]tica|"
@@ -303,7 +301,7 @@ def _by_status(status: str) -> str:
         return ""
     klass, subject, detail = code
     if klass == 4:
-        return "soft"
+        return "policy" if subject == 7 else "soft"  # 4.7.x: the sender, for now
     if (subject, detail) == (0, 0):
         return ""
     if subject == 1 and detail in (1, 2, 3, 6, 10):
@@ -599,8 +597,10 @@ def _read(raw: bytes) -> list[Bounce]:
             Bounce(recipient, "complaint", "", f"feedback report: {kind}", returned_to, message_id)
         ]
     found = []
-    after_data = bool(_AFTER_DATA_RE.search(body))
     for recipient, action, status, diagnostic in _dsn(msg):
+        at = body.lower().find(recipient)
+        near = body[at : at + 600] if at >= 0 else ""
+        after_data = bool(_AFTER_DATA_RE.search(near or diagnostic))
         if action in ("delivered", "relayed", "expanded"):
             kind = "unknown"
         elif diagnostic:
@@ -608,9 +608,8 @@ def _read(raw: bytes) -> list[Bounce]:
         else:  # no diagnostic: the code, else the report's words about this address
             kind = classify(status, "", action, after_data)
             if kind == "unknown":
-                at = body.lower().find(recipient)
-                near = body[at : at + 600] if at >= 0 else body
-                kind = classify(status, _error_line(near) or near, action, after_data)
+                words = near or body
+                kind = classify(status, _error_line(words) or words, action, after_data)
         found.append(Bounce(recipient, kind, status, diagnostic, returned_to, message_id))
     if found:
         return found

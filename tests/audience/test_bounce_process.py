@@ -279,3 +279,25 @@ def test_imap_refuses_what_would_leak_or_trust_blindly(
     assert plain.exit_code == 1 and "plain IMAP is refused" in plain.stderr
     for output in (wrong.output, untrusted.output, leaked.output):
         assert "Traceback" not in output
+
+
+def test_processing_while_a_send_runs(newsletter_home: Path) -> None:
+    from tests.send.test_reliability import _start_send, _wait_for
+
+    addresses = add_subscribers(20)
+    box = mailbox.Maildir(str(newsletter_home / "during"), create=True)
+    for address in addresses[:10]:  # returned mail about the previous issue, by address
+        box.add(dsn("newsletter@example.org", address, "5.1.1", "550 5.1.1 User unknown"))
+    handler = Handler(delay=0.1)  # one connection: the send lasts about 2 s
+    with running(handler) as server:
+        sending = _start_send(newsletter_home, server.env(), "--connections", "1")
+        _wait_for(handler, 1, sending)
+        result = run("bounces", "process", "during")
+        assert sending.poll() is None  # applied while the send was running
+        sending.communicate(timeout=120)
+    assert result.exit_code == 0, result.output
+    assert "subscribers: 10 bounced" in result.stdout
+    assert sending.returncode == 0
+    after = statuses(newsletter_home)
+    assert [after[a] for a in addresses[:10]] == ["bounced"] * 10
+    assert [after[a] for a in addresses[10:]] == ["active"] * 10
