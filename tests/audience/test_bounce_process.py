@@ -282,7 +282,7 @@ def test_imap_refuses_what_would_leak_or_trust_blindly(
 
 
 def test_processing_while_a_send_runs(newsletter_home: Path) -> None:
-    from tests.send.test_reliability import _start_send, _wait_for
+    from tests.send.test_resume import _start_send, _wait_for
 
     addresses = add_subscribers(20)
     box = mailbox.Maildir(str(newsletter_home / "during"), create=True)
