@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -58,3 +59,14 @@ def seed_with_more_links(source: str, per_region: int = 5) -> str:
         lambda m: m.group(1) + "        other_news:\n" + links,
         source,
     )
+
+
+def pairs(home: Path, sql: str) -> dict[Any, Any]:
+    """A two-column query on the newsletter's database, as a dict."""
+    import sqlite3
+
+    db = sqlite3.connect(home / "newsletter.db")
+    try:
+        return dict(db.execute(sql).fetchall())
+    finally:
+        db.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.audience.test_bounce_scan import dsn
-from tests.helpers import run
+from tests.helpers import pairs, run
 from tests.imap_server import ImapServer
 from tests.send.test_send import add_subscribers, use
 from tests.smtp_server import Handler, Received, running
@@ -27,11 +27,7 @@ CORPUS = Path(__file__).resolve().parents[1] / "data" / "bounces" / "emails"
 
 
 def statuses(home: Path) -> dict[str, str]:
-    db = sqlite3.connect(home / "newsletter.db")
-    try:
-        return dict(db.execute("SELECT email, status FROM subscribers").fetchall())
-    finally:
-        db.close()
+    return pairs(home, "SELECT email, status FROM subscribers")
 
 
 def complaint(to: str, recipient: str, message_id: str) -> bytes:

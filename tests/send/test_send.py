@@ -13,7 +13,7 @@ import trustme
 
 from composer.send.lock import SendLock
 from composer.send.rate import RateLimiter
-from tests.helpers import run, write_issue
+from tests.helpers import pairs, run, write_issue
 from tests.smtp_server import (
     Handler,
     Server,
@@ -41,11 +41,7 @@ def use(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
 
 
 def counts(home: Path) -> dict[str, int]:
-    db = sqlite3.connect(home / "newsletter.db")
-    try:
-        return dict(db.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall())
-    finally:
-        db.close()
+    return pairs(home, "SELECT state, count(*) FROM deliveries GROUP BY state")
 
 
 @pytest.mark.parametrize("pipelining", [True, False])

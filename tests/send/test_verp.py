@@ -3,13 +3,12 @@ so that a bounce says whose it is without parsing anything."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from composer.audience.tokens import verify_verp, verp_address, verp_token
-from tests.helpers import run
+from tests.helpers import pairs, run
 from tests.send.test_send import add_subscribers, use
 from tests.smtp_server import Handler, running
 
@@ -17,11 +16,7 @@ KEY = "test-secret-key"
 
 
 def _ids(home: Path) -> dict[str, int]:
-    db = sqlite3.connect(home / "newsletter.db")
-    try:
-        return dict(db.execute("SELECT email, id FROM subscribers").fetchall())
-    finally:
-        db.close()
+    return pairs(home, "SELECT email, id FROM subscribers")
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
