@@ -64,31 +64,6 @@ class Found:
         }
 
 
-def messages(path: Path) -> Iterator[tuple[str, bytes]]:
-    """(name, raw message) of every message under ``path``: a Maildir (cur/ and
-    new/), an mbox file, an ``.eml`` file, or a folder of any of them."""
-    if not path.exists():
-        raise ComposerError(f"{path}: no such file or folder")
-    if path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir():
-        maildir = mailbox.Maildir(str(path), factory=None, create=False)
-        for key in sorted(maildir.keys()):
-            yield f"{path}/{key}", maildir.get_bytes(key)
-    elif path.is_dir():
-        for child in sorted(path.iterdir()):
-            if child.name.startswith("."):
-                continue
-            if child.is_dir() or child.suffix.lower() in (".eml", ".mbox", ".msg", ""):
-                yield from messages(child)
-    elif _is_mbox(path):
-        mbox = mailbox.mbox(str(path), create=False)
-        for key in list(mbox.iterkeys()):
-            yield f"{path}#{key}", mbox.get_bytes(key)
-    else:
-        if path.stat().st_size > MAX_MESSAGE_BYTES:
-            raise ComposerError(f"{path}: over 10 MB; not a bounce")
-        yield str(path), path.read_bytes()
-
-
 def _is_mbox(path: Path) -> bool:
     with path.open("rb") as f:
         return f.read(5) == b"From "
@@ -129,7 +104,7 @@ def scan(settings: Settings, paths: list[Path]) -> Iterator[Found]:
     matcher = Matcher(settings)
     try:
         for path in paths:
-            for name, raw in messages(path):
+            for name, raw, _ in messages(path):
                 found = read_bounce(raw)
                 first = found[0] if found else Bounce("", "unknown", "", "not a bounce")
                 subscriber, sid, issue = matcher.match(first)
@@ -167,72 +142,90 @@ def _when(raw: bytes) -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _pending(source: Path) -> Iterator[tuple[str, bytes, Callable[[], str]]]:
-    """(name, raw message, move it away) for every message waiting in ``source``:
-    a Maildir (processed ones go to its ``.Processed`` folder), a folder of
-    ``.eml`` files or one file (to ``processed/`` beside them), or an mbox (to
-    ``NAME.processed``, an mbox too)."""
-    if source.is_dir() and (source / "cur").is_dir() and (source / "new").is_dir():
-        done = source / ".Processed"
-        for sub in ("cur", "new", "tmp"):
-            (done / sub).mkdir(parents=True, exist_ok=True)
-        for sub in ("new", "cur"):
-            for path in sorted((source / sub).iterdir()):
-                if path.name.startswith("."):
-                    continue
-                info = "" if ":2," in path.name else ":2,S"
+Message = tuple[str, bytes, Callable[[], str]]  # name, raw, move it out of the way
 
-                def to_processed(path: Path = path, info: str = info) -> str:
-                    os.replace(path, done / "cur" / (path.name + info))
-                    return str(done)
 
-                yield str(path), path.read_bytes(), to_processed
-    elif source.is_file() and _is_mbox(source):
-        yield from _pending_mbox(source)
-    elif source.is_file() or source.is_dir():
-        files = (
-            [source]
-            if source.is_file()
-            else sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
-        )
-        for path in files:
+def messages(path: Path, consume: bool = False) -> Iterator[Message]:
+    """Every message under ``path``: a Maildir (cur/ and new/), an mbox file, an
+    ``.eml`` file, or a folder of any of them, as (name, raw message, move).
+
+    ``move`` puts a processed message out of the way: into the Maildir's
+    ``.Processed`` folder, ``processed/`` beside an ``.eml`` file, or the mbox
+    ``NAME.processed``. Without ``consume`` (``scan``) nothing is locked or
+    created, and ``move`` is not to be called."""
+    if not path.exists():
+        raise ComposerError(f"{path}: no such file or folder")
+    if path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir():
+        yield from _maildir(path)
+    elif path.is_dir():
+        for child in sorted(path.iterdir()):
+            if child.name.startswith(".") or child.name == "processed":
+                continue
+            if child.is_dir() or child.suffix.lower() in (".eml", ".mbox", ".msg", ""):
+                yield from messages(child, consume)
+    elif _is_mbox(path):
+        yield from _mbox(path, consume)
+    else:
+        if path.stat().st_size > MAX_MESSAGE_BYTES:
+            raise ComposerError(f"{path}: over 10 MB; not a bounce")
+
+        def move() -> str:
             done = path.parent / "processed"
+            done.mkdir(exist_ok=True)
+            os.replace(path, done / path.name)
+            return str(done)
 
-            def move(path: Path = path, done: Path = done) -> str:
-                done.mkdir(exist_ok=True)
-                os.replace(path, done / path.name)
+        yield str(path), path.read_bytes(), move
+
+
+def _maildir(folder: Path) -> Iterator[Message]:
+    done = folder / ".Processed"
+    for sub in ("new", "cur"):
+        for path in sorted((folder / sub).iterdir()):
+            if path.name.startswith("."):
+                continue
+            info = "" if ":2," in path.name else ":2,S"  # seen
+
+            def move(path: Path = path, info: str = info) -> str:
+                for part in ("cur", "new", "tmp"):
+                    (done / part).mkdir(parents=True, exist_ok=True)
+                os.replace(path, done / "cur" / (path.name + info))
                 return str(done)
 
             yield str(path), path.read_bytes(), move
-    else:
-        raise ComposerError(f"{source}: no such file or folder")
 
 
-def _pending_mbox(source: Path) -> Iterator[tuple[str, bytes, Callable[[], str]]]:
-    box = mailbox.mbox(str(source), create=False)
-    done = mailbox.mbox(str(source) + ".processed", create=True)
-    box.lock()
+def _mbox(path: Path, consume: bool) -> Iterator[Message]:
+    """An mbox's messages; when consuming, locked throughout, and those moved are
+    copied to ``NAME.processed`` and removed from it at the end."""
+    box = mailbox.mbox(str(path), create=False)
+    moved: list[str] = []
+    if consume:
+        box.lock()
     try:
-        keys = list(box.iterkeys())
-        for key in keys:
+        for key in list(box.iterkeys()):
 
-            def keep(key: str = key) -> str:
+            def move(key: str = key) -> str:
+                done = mailbox.mbox(str(path) + ".processed", create=True)
                 done.lock()
                 try:
                     done.add(box.get_message(key))
                     done.flush()
                 finally:
                     done.unlock()
-                return str(source) + ".processed"
+                    done.close()
+                moved.append(key)
+                return str(path) + ".processed"
 
-            yield f"{source}#{key}", box.get_bytes(key), keep
-        for key in keys:
+            yield f"{path}#{key}", box.get_bytes(key), move
+        for key in moved:
             box.remove(key)
-        box.flush()
+        if moved:
+            box.flush()
     finally:
-        box.unlock()
+        if consume:
+            box.unlock()
         box.close()
-        done.close()
 
 
 def process(
@@ -248,7 +241,7 @@ def process(
     store = Store(settings.db_path, wait=settings.db_wait)
     try:
         imap = parse_source(str(source))
-        pending = imap_messages(imap, settings) if imap else _pending(Path(source))
+        pending = imap_messages(imap, settings) if imap else messages(Path(source), True)
         for name, raw, move in pending:
             fingerprint = hashlib.sha256(raw).hexdigest()[:32]
             when = _when(raw)
