@@ -33,9 +33,11 @@ from email.message import Message
 
 KINDS = ("hard", "soft", "policy", "complaint", "autoreply", "unknown")
 
-_ADDRESS_RE = re.compile(r"[A-Za-z0-9._%+=/'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_ADDRESS_RE = re.compile(
+    r"(?:\"[^\"\s@]+\"|[A-Za-z0-9._%+=/'-]+)@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+)
 _STATUS_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_REPLY_RE = re.compile(r"(?<![\d.])([45]\d\d)(?:[ -]|$)")
+_REPLY_RE = re.compile(r"(?<![\d.#])([45]\d\d)(?:[ :,-]|$)")
 _WS_RE = re.compile(r"\s+")
 # Where the copy of the original message starts in a plain-text report.
 _ORIGINAL_RE = re.compile(
@@ -128,6 +130,15 @@ _SOFT = (
     "frozen",
     "service currently unavailable",
     "transaction failed",
+    "could not deliver for the last",
+    "failing for a long time",
+    "in the queue too long",
+    "multiple retries",
+    "exceeded the local limit",
+    "mailfolder is full",
+    "not found, try again",
+    "host not reachable",
+    "unexpected name server reply",
 )
 _POLICY = (
     "spam",
@@ -195,6 +206,10 @@ _POLICY = (
     "unauthenticated",
     "protocol violation",
     "at a rate that",
+    "user complaints",
+    "unverifyable",
+    "unverifiable",
+    "client host rejected",
 )
 _HARD = (
     "user unknown",
@@ -239,7 +254,31 @@ _HARD = (
     "recipient address rejected: access denied",
     "doesn't have a",
     "does not have a",
+    "address couldn't be found",
+    "address could not be found",
+    "check if address is correct",
+    "no valid recipients",
+    "のリストにありません",
 )
+# Words that say the domain (not the mailbox) does not exist.
+_DOMAIN_GONE = (
+    "no such domain",
+    "domain not found",
+    "host not found",
+    "host unknown",
+    "unknown host",
+    "name or service not known",
+    "no mx",
+    "null mx",
+    "invalid domain",
+    "domain is not reachable",
+    "domain does not exist",
+    "mail exchanger",
+    "does not accept mail",
+    "name service error",
+    "account or domain may not exist",
+)
+_HOST_GONE_RE = re.compile(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)+ does not exist")
 _HARD_WEAK = (
     "address rejected",
     "recipient rejected",
@@ -321,25 +360,83 @@ def _by_status(status: str) -> str:
     return ""
 
 
-# Refused after the message was sent (RFC 5321's DATA phase): the recipient was
-# accepted at RCPT TO, so a later "user unknown" is a filter's verdict.
-_AFTER_DATA_RE = re.compile(
-    r"(in reply to end of data|after end of data|>>> data\b|after data\b|end of data command)",
-    re.I,
+# The SMTP command a refusal answered, as the report tells it: Postfix's "(in
+# reply to RCPT TO command)", Exim's "after RCPT TO:<...>", Sendmail's ">>> RCPT
+# To:" transcript, and the like.
+_PHASES = (
+    (
+        "data",
+        re.compile(
+            r"(in reply to end of data|after end of data|in reply to data|>>> data\b|"
+            r"after data\b|end of data command|smtp command\W+data\b|\bdata command)",
+            re.I,
+        ),
+    ),
+    ("rcpt", re.compile(r"(rcpt to|>>> rcpt|after rcpt|rcpt command|smtp:rcpt|\[rcpt_to\])", re.I)),
+    (
+        "mail",
+        re.compile(
+            r"(in reply to mail from|after mail from|>>> mail from|mail from command)", re.I
+        ),
+    ),
+    ("connect", re.compile(r"(after initial connection|in reply to (ehlo|helo)|greeting)", re.I)),
 )
 
 
-def classify(status: str, diagnostic: str, action: str = "", after_data: bool = False) -> str:
-    """The kind of one failure from its status code, diagnostic and DSN action;
-    ``after_data``: the server refused it only after taking the message."""
+def _names_mailbox(status: str) -> bool:
+    """A permanent status code that names the recipient's mailbox or domain as
+    bad: RFC 3463's 5.1.1, 5.1.2, 5.1.3, 5.1.6 and 5.1.10, and the extended
+    5.1.x codes servers add (Office 365's 5.1.351: unknown recipient)."""
+    parts = status.split(".")
+    if len(parts) != 3 or parts[:2] != ["5", "1"] or not parts[2].isdigit():
+        return False
+    return int(parts[2]) in (1, 2, 3, 6) or int(parts[2]) >= 10
+
+
+def phase_of(text: str) -> str:
+    """ "rcpt", "data", "mail", "connect", or "" when the text does not say."""
+    text = _WS_RE.sub(" ", text)  # "(in reply to RCPT\n    TO command)"
+    for name, pattern in _PHASES:
+        if pattern.search(text):
+            return name
+    return ""
+
+
+def classify(status: str, diagnostic: str, action: str = "", phase: str = "") -> str:
+    """The kind of one failure from its status code, diagnostic, DSN action and
+    the SMTP command it answered (``phase``, "" when the report does not say).
+
+    "No such user" proves a dead address when the server said it in reply to
+    RCPT TO, or when the reporting server says it of its own mailboxes. After
+    DATA the recipient had already been accepted: a filter's verdict (Japanese
+    carriers disguise blocks so). In reply to MAIL FROM it is about the sender.
+    And a remote server's reply quoted without saying when it came is not
+    proof either, unless its status code names the mailbox."""
     kind = _classify(status, diagnostic, action)
-    if kind == "hard" and after_data and not status.startswith("5.1."):
-        return "policy"  # unless the code itself says the mailbox is bad
+    if kind != "hard" or phase == "rcpt" or _names_mailbox(status):
+        return kind
+    text = _words(diagnostic)
+    if phase != "mail" and (any(w in text for w in _DOMAIN_GONE) or _HOST_GONE_RE.search(text)):
+        return kind  # the domain: decided by DNS, not by a reply
+    if phase in ("data", "mail", "connect"):
+        return "policy"
+    if _REPLY_RE.search(diagnostic):
+        return "policy"  # a remote server's reply, not said to answer RCPT TO
     return kind
 
 
+def _words(text: str) -> str:
+    """``text`` in lower case without addresses: "filtered@example.org" is a name,
+    not a verdict."""
+    return _ADDRESS_RE.sub(" ", text).lower()
+
+
 def _classify(status: str, diagnostic: str, action: str) -> str:
-    text = diagnostic.lower()
+    text = _words(diagnostic)
+    if status.startswith("2."):
+        return "unknown"  # delivered: not a failure
+    if "null mx" in text or "doesn't receive email" in text:
+        return "hard"  # RFC 7505: the domain says it takes no mail, for good
     if status in ("5.1.7", "5.1.8"):
         return "policy"  # the sender's address, not the recipient's
     temporary = (
@@ -368,6 +465,11 @@ def _classify(status: str, diagnostic: str, action: str) -> str:
 
 def _text_parts(msg: Message) -> list[str]:
     """The readable parts of the report itself (not the returned message)."""
+    if msg.get_content_maintype() == "multipart" and not msg.is_multipart():
+        # The boundary the header names is not in the body (a mangled report):
+        # read the body as one text, as a person would.
+        payload = msg.get_payload()
+        return [payload] if isinstance(payload, str) else []
     out: list[str] = []
     for part in msg.walk():
         ctype = part.get_content_type()
@@ -379,7 +481,9 @@ def _text_parts(msg: Message) -> list[str]:
             except Exception:  # noqa: BLE001 - a broken part is skipped, not fatal
                 continue
             if isinstance(payload, bytes):
-                charset = part.get_content_charset() or "utf-8"
+                charset = part.get_content_charset() or (
+                    "iso-2022-jp" if b"\x1b$B" in payload else "utf-8"
+                )
                 try:
                     out.append(payload.decode(charset, "replace"))
                 except LookupError:
@@ -425,20 +529,32 @@ def _dsn(msg: Message) -> list[tuple[str, str, str, str]]:
         if not isinstance(blocks, list):
             continue
         for block in blocks[1:] if len(blocks) > 1 else blocks:
-            if not isinstance(block, Message):
-                continue
-            recipient = _address(
-                str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
-            )
-            if not recipient:
-                continue
-            status = _status_of(str(block.get("Status") or ""))
-            diagnostic = _one_line(str(block.get("Diagnostic-Code") or ""))
-            diagnostic = re.sub(
-                r"^(smtp|x-[\w-]+|x-postfix|x-unix);\s*", "", diagnostic, flags=re.I
-            )
-            action = str(block.get("Action") or "").strip().lower()
-            out.append((recipient, action, status, diagnostic))
+            if isinstance(block, Message):
+                out.extend(_dsn_block(block))
+    return out
+
+
+def _dsn_block(block: Message) -> list[tuple[str, str, str, str]]:
+    recipient = _address(str(block.get("Final-Recipient") or block.get("Original-Recipient") or ""))
+    if not recipient:
+        return []
+    status = _status_of(str(block.get("Status") or ""))
+    diagnostic = _one_line(str(block.get("Diagnostic-Code") or ""))
+    diagnostic = re.sub(r"^(smtp|x-[\w-]+|x-postfix|x-unix);\s*", "", diagnostic, flags=re.I)
+    action = str(block.get("Action") or "").strip().lower()
+    return [(recipient, action, status, diagnostic)]
+
+
+_FIELDS_RE = re.compile(r"^(?:final|original)-recipient:.*?(?=\n\s*\n|\Z)", re.I | re.M | re.S)
+
+
+def _dsn_in_text(body: str) -> list[tuple[str, str, str, str]]:
+    """The per-recipient fields of a DSN that is not a MIME part of its own (a
+    report whose MIME structure is broken, or pasted as text)."""
+    out = []
+    for block in _FIELDS_RE.finditer(body):
+        fields = email.message_from_string(block.group(0), policy=email.policy.compat32)
+        out.extend(_dsn_block(fields))
     return out
 
 
@@ -554,24 +670,31 @@ def _free_text(msg: Message, body: str, exclude: set[str]) -> list[Bounce]:
     for recipient in recipients[:50]:
         at = report.lower().find(recipient)
         window = report[at : at + 600] if at >= 0 else report
+        around = report[max(0, at - 120) : at + 400] if at >= 0 else report
         error = _error_line(window) or _error_line(report)
         status = _status_of(error) or _status_of(window)
-        after = bool(_AFTER_DATA_RE.search(window[:400]))
-        kind = classify(status, error or window, after_data=after)
+        kind = classify(status, error or window, phase=phase_of(around))
         out.append(Bounce(recipient, kind, status, _one_line(error)))
     return out
 
 
 def _error_line(text: str) -> str:
     """The first line of ``text`` that reads like an SMTP error."""
-    for line in text.splitlines():
-        low = line.lower()
+    lines = text.splitlines()
+    for at, line in enumerate(lines):
+        low = _words(line)
         if (
             _STATUS_RE.search(line)
             or _REPLY_RE.search(line)
             or any(w in low for _, words in _PATTERNS for w in words)
         ):
-            return line.strip()
+            # A reply folded over indented lines (Postfix, Exim) reads as one.
+            more = []
+            for nxt in lines[at + 1 : at + 4]:
+                if not nxt[:1].isspace() or not nxt.strip():
+                    break
+                more.append(nxt.strip())
+            return " ".join([line.strip(), *more])
     return ""
 
 
@@ -597,19 +720,21 @@ def _read(raw: bytes) -> list[Bounce]:
             Bounce(recipient, "complaint", "", f"feedback report: {kind}", returned_to, message_id)
         ]
     found = []
-    for recipient, action, status, diagnostic in _dsn(msg):
+    for recipient, action, status, diagnostic in _dsn(msg) or _dsn_in_text(body):
         at = body.lower().find(recipient)
         near = body[at : at + 600] if at >= 0 else ""
-        after_data = bool(_AFTER_DATA_RE.search(near or diagnostic))
+        phase = phase_of(diagnostic) or phase_of(
+            body[max(0, at - 120) : at + 400] if at >= 0 else ""
+        )
         if action in ("delivered", "relayed", "expanded"):
             kind = "unknown"
         elif diagnostic:
-            kind = classify(status, diagnostic, action, after_data)
+            kind = classify(status, diagnostic, action, phase)
         else:  # no diagnostic: the code, else the report's words about this address
-            kind = classify(status, "", action, after_data)
+            kind = classify(status, "", action, phase)
             if kind == "unknown":
                 words = near or body
-                kind = classify(status, _error_line(words) or words, action, after_data)
+                kind = classify(status, _error_line(words) or words, action, phase)
         found.append(Bounce(recipient, kind, status, diagnostic, returned_to, message_id))
     if found:
         return found
@@ -618,6 +743,19 @@ def _read(raw: bytes) -> list[Bounce]:
         return [
             Bounce(b.recipient, b.kind, b.status, b.diagnostic, returned_to, message_id)
             for b in ses
+        ]
+    if str(msg.get("X-Apple-Unsubscribe") or "").strip().lower() == "true":
+        # Apple Mail's unsubscribe button mails the List-Unsubscribe address: the
+        # reader asks to stop, as a feedback loop would report it.
+        return [
+            Bounce(
+                _address(str(msg.get("From") or "")),
+                "complaint",
+                "",
+                "unsubscribe request (Apple Mail)",
+                returned_to,
+                message_id,
+            )
         ]
     complained = _complaint_recipient(msg)
     if complained is not None:
