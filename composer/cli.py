@@ -575,7 +575,7 @@ def subscribers_add(
 
 @subscribers_app.command("remove")
 def subscribers_remove(email: Annotated[str, typer.Argument(help="The address.")]) -> None:
-    """Delete a subscriber and their delivery history (to forget them, e.g. on request)."""
+    """Delete a subscriber, their delivery history and consent records (to forget them)."""
     from composer.mail.addresses import normalise
 
     with _store() as store:
@@ -620,16 +620,24 @@ def subscribers_export(
     file: Annotated[
         Path | None, typer.Argument(help="CSV file to write [default: stdout].")
     ] = None,
+    consent: Annotated[
+        bool,
+        typer.Option(
+            "--consent",
+            help="The consent records instead: each sign-up's time, IP address, browser, "
+            "page, consent text and lists shown, and its confirmation.",
+        ),
+    ] = False,
 ) -> None:
     """Export every subscriber as CSV (email, name, status, language, lists, ...)."""
     from composer.audience.subscribers import export_file
 
     with _store() as store:
         if file is None:
-            export_file(store, None)
+            export_file(store, None, consent)
             return
-        n = export_file(store, file)
-    typer.echo(f"exported {n} subscribers to {file}")
+        n = export_file(store, file, consent)
+    typer.echo(f"exported {n} {'consent records' if consent else 'subscribers'} to {file}")
 
 
 @subscribers_app.command("count")
@@ -1002,7 +1010,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
 ) -> None:
-    """Serve the archive and one-click unsubscribes (RFC 8058) over HTTP."""
+    """Serve the archive, sign-up with double opt-in, preferences and one-click unsubscribes."""
     from composer.web.app import serve_app
     from composer.web.server import run
 

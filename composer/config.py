@@ -6,10 +6,11 @@ Secrets (the SMTP password, the signing key) are kept as ``Secret`` so that
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from composer.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SECURITY_MODES = ("starttls", "ssl", "none")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEV_SECRET = "dev-only-insecure-key-change-me"
 
 
@@ -39,6 +41,17 @@ class Secret:
         return "Secret('**********')" if self._value else "Secret('')"
 
     __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Relay:
+    """An SMTP relay of its own (the transactional one)."""
+
+    host: str
+    port: int
+    security: str
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,36 @@ class Settings:
     dns_server: str = ""  # host[:port] for DNS look-ups; empty: the system's resolver
     # Loopback links and example domains allowed in a send (tests on a local server).
     allow_test_setup: bool = False
+    # Sign-up (``serve``): the lists offered, the consent text (empty: the theme's
+    # words in the reader's language), a welcome mail after confirmation.
+    signup_lists: tuple[str, ...] = ()
+    consent_text: str = ""
+    welcome_mail: bool = False
+    # Against bots: seconds between showing the form and posting it; confirmation
+    # mails per client address an hour and per email address every so many minutes.
+    signup_min_seconds: float = 3.0
+    signup_per_ip_hour: int = 5
+    signup_address_minutes: float = 10.0
+    confirm_days: float = 7.0  # how long a confirmation link works
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or networks).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    # The relay for confirmation and welcome mails: the bulk relay's settings unless
+    # TRANSACTIONAL_SMTP_HOST names another; always a connection of its own.
+    transactional_relay: Relay | None = None
+
+    def transactional(self) -> Settings:
+        """These settings with the transactional relay in place of the bulk one."""
+        relay = self.transactional_relay
+        if relay is None:
+            return self
+        return replace(
+            self,
+            smtp_host=relay.host,
+            smtp_port=relay.port,
+            smtp_security=relay.security,
+            smtp_username=relay.username,
+            smtp_password=relay.password,
+        )
 
     @property
     def cache_dir(self) -> Path:
@@ -185,6 +228,65 @@ def _non_negative(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _on(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "yes", "true"):
+        return True
+    if raw in ("0", "off", "no", "false"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be on or off")
+
+
+_LIST_NAME_RE = re.compile(r"^[\w][\w .-]{0,63}$")
+
+
+def _signup_lists(env: dict[str, str]) -> tuple[str, ...]:
+    names = [n.strip() for n in env.get("NEWSLETTER_SIGNUP_LISTS", "").split(",") if n.strip()]
+    for name in names:
+        if not _LIST_NAME_RE.match(name):
+            raise ConfigError(
+                f"NEWSLETTER_SIGNUP_LISTS: {name!r} is not a list name (letters, digits, "
+                "spaces, '.', '-', '_'); separate names with commas"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def _proxies(env: dict[str, str]) -> tuple[IPNetwork, ...]:
+    out = []
+    for item in re.split(r"[,\s]+", env.get("NEWSLETTER_TRUSTED_PROXIES", "").strip()):
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"NEWSLETTER_TRUSTED_PROXIES: {item!r} is not an IP address or network "
+                "such as 127.0.0.1 or 10.0.0.0/8"
+            ) from None
+    return tuple(out)
+
+
+def _transactional(env: dict[str, str]) -> Relay | None:
+    host = env.get("TRANSACTIONAL_SMTP_HOST", "").strip()
+    if not host:
+        return None
+    security = env.get("TRANSACTIONAL_SMTP_SECURITY", "starttls").strip().lower() or "starttls"
+    if security not in SECURITY_MODES:
+        raise ConfigError(
+            f"TRANSACTIONAL_SMTP_SECURITY={security!r} is not one of {', '.join(SECURITY_MODES)}"
+        )
+    port = _int(env, "TRANSACTIONAL_SMTP_PORT", {"starttls": 587, "ssl": 465, "none": 25}[security])
+    return Relay(
+        host,
+        port,
+        security,
+        env.get("TRANSACTIONAL_SMTP_USERNAME", "").strip(),
+        Secret(env.get("TRANSACTIONAL_SMTP_PASSWORD", "")),
+    )
+
+
 def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Read settings: real environment first, then ``HOME/.env`` for what is unset.
 
@@ -261,6 +363,15 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         dkim_domain=merged.get("DKIM_DOMAIN", "").strip().lower(),
         dns_server=merged.get("NEWSLETTER_DNS_SERVER", "").strip(),
         allow_test_setup=merged.get("NEWSLETTER_ALLOW_TEST_SETUP", "").strip() == "1",
+        signup_lists=_signup_lists(merged),
+        consent_text=merged.get("NEWSLETTER_CONSENT_TEXT", "").strip(),
+        welcome_mail=_on(merged, "NEWSLETTER_WELCOME_MAIL", False),
+        signup_min_seconds=_non_negative(merged, "NEWSLETTER_SIGNUP_MIN_SECONDS", 3.0),
+        signup_per_ip_hour=max(0, _int(merged, "NEWSLETTER_SIGNUP_PER_IP_HOUR", 5)),
+        signup_address_minutes=_non_negative(merged, "NEWSLETTER_SIGNUP_ADDRESS_MINUTES", 10.0),
+        confirm_days=_positive(merged, "NEWSLETTER_CONFIRM_DAYS", 7.0),
+        trusted_proxies=_proxies(merged),
+        transactional_relay=_transactional(merged),
     )
     log.debug(
         "newsletter folder %s (.env %s); database %s; transport %s",

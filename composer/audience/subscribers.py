@@ -317,21 +317,36 @@ def export_csv(store: Store, out: IO[str]) -> int:
     return n
 
 
-def export_file(store: Store, path: Path | None) -> int:
-    """Export to ``path`` (written whole or not at all), or to stdout when ``None``."""
+def export_consent_csv(store: Store, out: IO[str]) -> int:
+    """Every consent record (sign-ups, confirmations, preference changes)."""
+    from composer.store.signups import CONSENT_COLUMNS, Signups
+
+    writer = csv.writer(out)
+    writer.writerow(CONSENT_COLUMNS)
+    n = 0
+    for record in Signups(store).records():
+        writer.writerow(record)
+        n += 1
+    return n
+
+
+def export_file(store: Store, path: Path | None, consent: bool = False) -> int:
+    """Export to ``path`` (written whole or not at all), or to stdout when ``None``;
+    ``consent``: the consent records instead of the subscribers."""
     import io
     import sys
 
     from composer.fsutil import write_atomic
 
+    write = export_consent_csv if consent else export_csv
     if path is None:
-        return export_csv(store, sys.stdout)
+        return write(store, sys.stdout)
     if path.is_dir():
         raise SubscriberError(
             f"{path}: is a folder; give a file name such as {path / 'subscribers.csv'}"
         )
     buffer = io.StringIO()
-    n = export_csv(store, buffer)
+    n = write(store, buffer)
     try:
         write_atomic(path, buffer.getvalue().encode(), mode=0o600)
     except OSError as exc:

@@ -241,6 +241,11 @@ def _fields(head: bytes) -> list[tuple[str, str]]:
     return fields
 
 
+def canonical_body(body: bytes) -> bytes:
+    """A whole body relaxed-canonicalised (RFC 6376 3.4.4)."""
+    return _canonical_body(body, "relaxed")
+
+
 def _canonical_body(body: bytes, method: str) -> bytes:
     if method == "relaxed":
         body = _WSP_RUN.sub(b" ", _TRAILING_WSP.sub(b"\r\n", body))

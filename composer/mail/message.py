@@ -116,6 +116,7 @@ class Recipient:
     unsubscribe_url: str
     unsubscribe_mailto: str
     view_url: str
+    preferences_url: str = ""  # the signed preferences page (default: the unsubscribe URL)
 
 
 _Part = bytes | tuple[str, bool]  # static bytes, or (field, in the HTML part)
@@ -462,6 +463,7 @@ def field_values(r: Recipient) -> dict[str, str]:
         "email": normalise(r.email),
         "unsubscribe_url": _url(r.unsubscribe_url),
         "view_url": _url(r.view_url),
+        "preferences_url": _url(r.preferences_url or r.unsubscribe_url),
     }
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from composer.issue.model import RESERVED_PREFIX as _PREFIX
 
-FIELDS = ("name", "email", "unsubscribe_url", "view_url")
+FIELDS = ("name", "email", "unsubscribe_url", "view_url", "preferences_url", "action_url")
 TOKEN_RE = re.compile(re.escape(_PREFIX) + "(" + "|".join(FIELDS) + ")__")
 
 
@@ -30,6 +30,7 @@ class Placeholders:
     email: str = token("email")
     unsubscribe_url: str = token("unsubscribe_url")
     view_url: str = token("view_url")
+    preferences_url: str = token("preferences_url")
 
 
 def split(text: str) -> list[str]:

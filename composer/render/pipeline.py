@@ -32,7 +32,7 @@ from composer.render.themes import environment
 log = logging.getLogger(__name__)
 
 # MRML 1.4 rejects spaces-only text (no newline) just before </mj-head>.
-_HEAD_END_RE = re.compile(r"[ \t]+(?=</mj-head>)")
+HEAD_END_RE = re.compile(r"[ \t]+(?=</mj-head>)")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def render_mjml(issue: Issue, env: jinja2.Environment, words: Words, web: bool =
         ) from None
     except jinja2.TemplateError as exc:
         raise TemplateError(f"{_template_location(exc)}: {exc.message}") from None
-    return _HEAD_END_RE.sub("\n", source)
+    return HEAD_END_RE.sub("\n", source)
 
 
 def render_issue(

@@ -36,12 +36,14 @@ class Recipients:
         self._base = settings.base_url
         self._mailbox = settings.unsubscribe_mailbox
 
-    def unsubscribe_urls(self, subscriber_id: int) -> tuple[str, str]:
-        """The https one-click URL and the mailto fallback for List-Unsubscribe."""
+    def unsubscribe_urls(self, subscriber_id: int) -> tuple[str, str, str]:
+        """The https one-click URL and the mailto fallback for List-Unsubscribe, and
+        the preferences page (the same signed token names the subscriber)."""
         token = sign(self._key, subscriber_id, self.list_name)
         return (
             f"{self._base}/unsubscribe/{token}",
             f"mailto:{self._mailbox}?subject=unsubscribe%20{token}",
+            f"{self._base}/preferences/{token}",
         )
 
     def view(self, edition: str | None) -> str:
@@ -54,34 +56,37 @@ class Recipients:
     def subscriber(
         self, subscriber_id: int, email: str, name: str, edition: str | None = None
     ) -> Recipient:
-        https, mailto = self.unsubscribe_urls(subscriber_id)
+        https, mailto, preferences = self.unsubscribe_urls(subscriber_id)
         return Recipient(
             key=str(subscriber_id),
             email=email,
             name=name,
             unsubscribe_url=https,
             unsubscribe_mailto=mailto,
+            preferences_url=preferences,
             view_url=self.view(edition),
         )
 
     def sample(self, edition: str | None = None) -> Recipient:
-        https, mailto = self.unsubscribe_urls(SAMPLE_ID)
+        https, mailto, preferences = self.unsubscribe_urls(SAMPLE_ID)
         return Recipient(
             key="sample",
             email=SAMPLE_EMAIL,
             name=SAMPLE_NAME,
             unsubscribe_url=https,
             unsubscribe_mailto=mailto,
+            preferences_url=preferences,
             view_url=self.view(edition),
         )
 
     def test_copy(self, email: str, edition: str | None = None) -> Recipient:
-        https, mailto = self.unsubscribe_urls(SAMPLE_ID)
+        https, mailto, preferences = self.unsubscribe_urls(SAMPLE_ID)
         return Recipient(
             key=f"test-{email}",
             email=email,
             name="",
             unsubscribe_url=https,
             unsubscribe_mailto=mailto,
+            preferences_url=preferences,
             view_url=self.view(edition),
         )

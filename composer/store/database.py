@@ -522,8 +522,12 @@ class Store:
         return True
 
     def remove(self, email: str) -> bool:
+        """Delete the subscriber and every record of the address, consent included
+        (the right to erasure); True if there was anything."""
         with self.transaction() as db:
-            return db.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount > 0
+            gone = db.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount
+            gone += db.execute("DELETE FROM signups WHERE email = ?", (email,)).rowcount
+            return gone > 0
 
     def _subscriber(self, row: tuple[Any, ...]) -> Subscriber:
         return Subscriber(

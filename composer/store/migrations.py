@@ -111,10 +111,44 @@ CREATE_BOUNCES = Migration(
     ),
 )
 
+CREATE_SIGNUPS = Migration(
+    "sign-ups and consent: who asked, when, from where, shown what; confirmed when",
+    (
+        """CREATE TABLE signups (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL DEFAULT 'signup' CHECK (kind IN ('signup', 'preferences')),
+            email TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            language TEXT NOT NULL DEFAULT '',
+            lists TEXT NOT NULL DEFAULT '[]',
+            lists_shown TEXT NOT NULL DEFAULT '[]',
+            consent_text TEXT NOT NULL DEFAULT '',
+            ip TEXT NOT NULL DEFAULT '',
+            user_agent TEXT NOT NULL DEFAULT '',
+            page TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            created REAL NOT NULL,
+            mail_state TEXT NOT NULL DEFAULT 'queued'
+                CHECK (mail_state IN ('none', 'queued', 'sent', 'failed')),
+            mail_attempts INTEGER NOT NULL DEFAULT 0,
+            mailed REAL,
+            mail_reply TEXT NOT NULL DEFAULT '',
+            confirmed_at TEXT,
+            confirmed_ip TEXT NOT NULL DEFAULT '',
+            subscriber_id INTEGER REFERENCES subscribers (id) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX signups_email ON signups (email, created)",
+        "CREATE INDEX signups_ip ON signups (ip, created)",
+        "CREATE INDEX signups_mail ON signups (mail_state, id)",
+        "CREATE INDEX signups_subscriber ON signups (subscriber_id)",
+    ),
+)
+
 # Version N is MIGRATIONS[N - 1].
 MIGRATIONS: tuple[Migration, ...] = (
     CREATE_SUBSCRIBERS_LISTS_DELIVERIES,
     CREATE_EVENTS,
     CREATE_LEASES,
     CREATE_BOUNCES,
+    CREATE_SIGNUPS,
 )

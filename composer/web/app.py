@@ -16,7 +16,10 @@ button that posts.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -32,13 +35,17 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from composer.audience.tokens import verify
-from composer.config import Settings
+from composer.config import IPNetwork, Settings
 from composer.errors import ComposerError
 from composer.issue.editions import LANGUAGE_RE, direction
 from composer.render.i18n import Words
 from composer.render.media import NAME_RE
+from composer.send.transactional import Mailer
 from composer.store.database import Store
 from composer.web import archive
+from composer.web import signup as signup_pages
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
 Scope = MutableMapping[str, Any]
@@ -91,9 +98,10 @@ class Guard:
         max_body: int = MAX_BODY,
         rate: RateLimit | None = None,
         max_active: int = 64,
+        proxies: tuple[IPNetwork, ...] = (),
     ) -> None:
         self.app, self.csp, self.hosts, self.max_body = app, csp, hosts, max_body
-        self.rate, self.max_active = rate, max_active
+        self.rate, self.max_active, self.proxies = rate, max_active, proxies
         self.active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -109,7 +117,13 @@ class Guard:
                 await self._plain(send, 403, "This preview only answers on 127.0.0.1.")
                 return
         client = (scope.get("client") or ("?", 0))[0]
-        if self.rate is not None and not self.rate.allow(client):
+        if self.proxies:
+            client = client_address(client, headers.get("x-forwarded-for", ""), self.proxies)
+            scope["client"] = (client, 0)
+        # Sign-up posts have limits of their own (per client, in memory before
+        # the database): a flood gets the same answer as anyone, never a 429.
+        limited = not (scope.get("method") == "POST" and scope.get("path") == "/subscribe")
+        if limited and self.rate is not None and not self.rate.allow(client):
             await self._plain(
                 send,
                 429,
@@ -189,6 +203,31 @@ class Guard:
             }
         )
         await send({"type": "http.response.body", "body": text.encode()})
+
+
+def _trusted(address: str, proxies: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
+
+
+def client_address(peer: str, forwarded_for: str, proxies: tuple[IPNetwork, ...]) -> str:
+    """The client's address: the peer, unless the peer is one of our reverse
+    proxies; then the last address of X-Forwarded-For that is not one of them
+    (what each proxy appended; anything to its left the client could have
+    written itself)."""
+    if not _trusted(peer, proxies):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, proxies):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # not an address: believe nothing more
+    return peer
 
 
 def _hostname(host_header: str) -> str:
@@ -381,8 +420,32 @@ def serve_app(settings: Settings) -> ASGIApp:
             lang=words.language,
         )
 
+    offers = signup_pages.OfferCache(settings)
+    running: list[Mailer] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        """The sign-up mailer runs as long as the server (when an issue gives the
+        newsletter's identity; without one, sign-up pages say it is not set up)."""
+        try:
+            o = offers.get()
+        except ComposerError as exc:
+            log.warning("sign-up is off: %s", exc)
+            yield
+            return
+        mailer = Mailer(settings, o.newsletter, o.edition)
+        mailer.start()
+        mailer.wake()  # sign-ups a previous run recorded and did not mail
+        running.append(mailer)
+        try:
+            yield
+        finally:
+            mailer.stop()
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
+            *signup_pages.signup_routes(settings, offers, lambda: running[0] if running else None),
             Route("/", index),
             Route("/feed.xml", feed),
             Route("/index.html", index),
@@ -402,7 +465,7 @@ def serve_app(settings: Settings) -> ASGIApp:
         exception_handlers={404: lambda r, e: not_found(), ComposerError: _composer_error},
     )
     app.router.redirect_slashes = False
-    return Guard(app, CSP_PAGES, rate=RateLimit())
+    return Guard(app, CSP_PAGES, rate=RateLimit(), proxies=settings.trusted_proxies)
 
 
 def _composer_error(request: Request, exc: Exception) -> Response:

@@ -6,7 +6,8 @@ from typing import Any
 
 
 def run(app: Any, host: str, port: int, *, public: bool) -> None:
-    """Serve ``app`` until Ctrl-C. ``public``: behind a proxy (trust its headers)."""
+    """Serve ``app`` until Ctrl-C. ``public``: the production server (a longer
+    graceful shutdown)."""
     import uvicorn
 
     uvicorn.run(
@@ -14,7 +15,7 @@ def run(app: Any, host: str, port: int, *, public: bool) -> None:
         host=host,
         port=port,
         log_level="warning",
-        proxy_headers=public,
+        proxy_headers=False,  # X-Forwarded-For: only from NEWSLETTER_TRUSTED_PROXIES (Guard)
         server_header=False,
         timeout_graceful_shutdown=5 if public else 1,
     )
