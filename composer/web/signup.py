@@ -121,6 +121,11 @@ def offer(settings: Settings) -> Offer:
     return Offer(loaded.issue.newsletter, settings.signup_lists, languages)
 
 
+# A sign-up form on another site may post JSON with JavaScript: any origin may,
+# without credentials (there are no cookies here, and every answer is the same).
+CORS = {"access-control-allow-origin": "*"}
+
+
 class RecentMails:
     """Confirmation mails queued per client address in the last hour, in memory:
     a flood is turned away before it reaches the database (which decides, for
@@ -224,7 +229,7 @@ def signup_routes(
         if as_json:
             return JSONResponse(
                 {"status": "ok", "title": title, "message": text},
-                headers={"cache-control": "no-store"},
+                headers={"cache-control": "no-store", **CORS},
             )
         return _page(words, title, paragraphs=(text,))
 
@@ -238,7 +243,18 @@ def signup_routes(
     def token(request: Request) -> Response:
         return JSONResponse(
             {"t": signup.form_token(settings), "wait_seconds": settings.signup_min_seconds},
-            headers={"cache-control": "no-store"},
+            headers={"cache-control": "no-store", **CORS},
+        )
+
+    def preflight(request: Request) -> Response:
+        return Response(
+            status_code=204,
+            headers={
+                **CORS,
+                "access-control-allow-methods": "GET, POST",
+                "access-control-allow-headers": "content-type",
+                "access-control-max-age": "86400",
+            },
         )
 
     async def post(request: Request) -> Response:
@@ -253,14 +269,16 @@ def signup_routes(
         if verdict.kind == signup.INVALID:
             message = words("Please enter a valid email address.")
             if as_json:
-                return JSONResponse({"error": message, "field": "email"}, 400)
+                return JSONResponse({"error": message, "field": "email"}, 400, headers=CORS)
             title = words("Subscribe to %(title)s", title=o.newsletter.title)
             parts = form_parts(o, posted.language, posted.email, posted.name)
             return _page(words, title, status=400, error=message, form=parts)
         if verdict.kind == signup.AGAIN:
             if as_json:
                 return JSONResponse(
-                    {"error": "get a form token first: GET /subscribe/token", "field": "t"}, 400
+                    {"error": "get a form token first: GET /subscribe/token", "field": "t"},
+                    400,
+                    headers=CORS,
                 )
             title = words("Subscribe to %(title)s", title=o.newsletter.title)
             parts = form_parts(o, verdict.language, verdict.email, verdict.name, verdict.lists)
@@ -459,6 +477,8 @@ def signup_routes(
         Route("/subscribe", show, methods=["GET", "HEAD"]),
         Route("/subscribe", post, methods=["POST"]),
         Route("/subscribe/token", token, methods=["GET"]),
+        Route("/subscribe", preflight, methods=["OPTIONS"]),
+        Route("/subscribe/token", preflight, methods=["OPTIONS"]),
         Route("/confirm/{token}", confirm_page, methods=["GET", "HEAD"]),
         Route("/confirm/{token}", confirm, methods=["POST"]),
         Route("/preferences/{token}", preferences, methods=["GET", "HEAD"]),

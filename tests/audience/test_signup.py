@@ -156,3 +156,17 @@ def test_two_servers_on_one_database_cannot_pass_the_limit_together(tmp_path: Pa
     for p in procs:
         p.join(30)
     assert sum(results.get(timeout=5) for _ in procs) == 5
+
+
+def test_the_transactional_relays_password_never_prints(newsletter_home: Path) -> None:
+    settings = load_settings(
+        newsletter_home,
+        {"TRANSACTIONAL_SMTP_HOST": "relay.example.net", "TRANSACTIONAL_SMTP_PASSWORD": "hunter2"},
+    )
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.transactional())
+    relay = settings.transactional()
+    assert (relay.smtp_host, relay.smtp_port, relay.smtp_password.get()) == (
+        "relay.example.net",
+        587,
+        "hunter2",
+    )

@@ -220,9 +220,17 @@ def test_a_form_posted_from_another_site_is_shown_again_to_send_once_more(
         assert bad_json.status_code == 400 and bad_json.json()["field"] == "email"
         no_token = client.post("/subscribe", json={"email": "ana@example.org"})
         assert no_token.status_code == 400 and no_token.json()["field"] == "t"
+        # What a browser asks before a script on another site posts JSON (CORS).
+        preflight = client.options(
+            "/subscribe",
+            headers={"origin": "https://example.org", "access-control-request-method": "POST"},
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        assert "content-type" in preflight.headers["access-control-allow-headers"]
         token = client.get("/subscribe/token").json()["t"]
         ok = client.post("/subscribe", json={"email": "ana@example.org", "t": token})
-        assert ok.json()["status"] == "ok"
+        assert ok.json()["status"] == "ok" and ok.headers["access-control-allow-origin"] == "*"
         assert len(wait_for(handler, 1)) == 1
 
 
