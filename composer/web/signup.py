@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -258,11 +259,16 @@ def signup_routes(
         )
 
     async def post(request: Request) -> Response:
-        o = offers.get()
-        as_json = request.headers.get("content-type", "").startswith("application/json")
         fields = await _fields(request)
         if fields is None:
             return JSONResponse({"error": "the body is not a form or a JSON object"}, 400)
+        # The rest waits for the database at times (a send holds it in turns): in a
+        # thread, so that the server goes on answering meanwhile.
+        return await run_in_threadpool(decide, request, fields)
+
+    def decide(request: Request, fields: dict[str, Any]) -> Response:
+        o = offers.get()
+        as_json = request.headers.get("content-type", "").startswith("application/json")
         posted = signup.Posted.read(fields)
         verdict = signup.judge(settings, posted, o.edition, o.lists)
         words = o.words(posted.language)
@@ -312,7 +318,8 @@ def signup_routes(
             running = mailer()
             if made is not None and running is not None:
                 running.wake()
-        return accepted(o, verdict.language, as_json)
+        # The same answer whatever happened, in the language the post asked for.
+        return accepted(o, posted.language, as_json)
 
     def _claim(request: Request) -> int | None:
         fields = verify_claim(settings.verify_keys, CONFIRM, request.path_params["token"])
@@ -445,15 +452,18 @@ def signup_routes(
         return preferences_page(o, s, request.path_params["token"])
 
     async def save_preferences(request: Request) -> Response:
+        fields = await _fields(request)
+        if fields is None:
+            return JSONResponse({"error": "the body is not a form or a JSON object"}, 400)
+        return await run_in_threadpool(save, request, fields)
+
+    def save(request: Request, fields: dict[str, Any]) -> Response:
         o = offers.get()
         s = _subscriber(request)
         if s is None:
             return _invalid_link()
         if s.status != "active":
             return preferences_page(o, s, request.path_params["token"])
-        fields = await _fields(request)
-        if fields is None:
-            return JSONResponse({"error": "the body is not a form or a JSON object"}, 400)
         posted = signup.Posted.read(fields)
         language = o.edition(posted.language)
         change = SignupRequest(

@@ -479,3 +479,25 @@ def test_a_relay_that_defers_gets_the_mail_again_and_one_that_refuses_stops_noth
         "later@example.org": "sent",
         "ok@example.org": "sent",
     }
+
+
+def test_a_dropped_post_is_answered_in_the_language_a_real_one_would_be(
+    newsletter_home: Path,
+) -> None:
+    from tests.helpers import bilingual_seed
+
+    bilingual_seed(newsletter_home)
+    with signup_server(newsletter_home, NEWSLETTER_SIGNUP_MIN_SECONDS="1") as (client, _):
+        fresh = form_token(client)
+        too_fast = client.post(
+            "/subscribe", data={"email": "a@example.org", "language": "es", "t": fresh}
+        )
+        time.sleep(1.1)
+        real = client.post(
+            "/subscribe", data={"email": "b@example.org", "language": "es", "t": fresh}
+        )
+        bot = client.post(
+            "/subscribe",
+            data={"email": "c@example.org", "language": "es", "t": fresh, "website": "x"},
+        )
+    assert too_fast.text == real.text == bot.text and "Revise su bandeja de entrada" in real.text
