@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -733,6 +734,20 @@ def send(
     max_wait: Annotated[
         float, typer.Option(min=0, help="Seconds this run waits for deferred retries.")
     ] = 900.0,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Wait until this time, then send: '2025-04-16 09:00' (in --tz)."),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="Time zone of --at and --not-after [default: the machine's]."),
+    ] = None,
+    not_after: Annotated[
+        str | None,
+        typer.Option(
+            "--not-after", help="Do not start after this time, and stop a send still running then."
+        ),
+    ] = None,
 ) -> None:
     """Send an issue to the active subscribers; run again to resume a stopped send."""
     from composer.send.engine import run_send
@@ -754,7 +769,9 @@ def send(
     settings = _settings_checked()
     with _errors():
         _require_secret(settings, settings.uses_smtp and test is None)
+        start, deadline = _schedule(at, tz, not_after, test is not None or dry_run)
     options = SendOptions(
+        not_after=deadline.timestamp() if deadline else None,
         list_name=list_name,
         limit=limit,
         connections=connections,
@@ -772,6 +789,8 @@ def send(
             return
         if not dry_run:
             check_ready(settings)
+        if start is not None:
+            _wait_for(start, deadline, issue, settings, yes)
         if test is not None:
             label, result = send_test_copy(issue, settings, test, edition)
             typer.echo(f"test copy to {test} via {label}: {result.kind}: {result.reply}")
@@ -826,6 +845,61 @@ def send(
     if sys.stderr.isatty():
         _err("")
     _print_summary(summary, issue, settings)
+
+
+def _schedule(
+    at: str | None, tz: str | None, not_after: str | None, now_only: bool
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """--at and --not-after as times (ConfigError for what is not one); a
+    --not-after already past is refused here, before anything is done."""
+    from composer.errors import ConfigError
+    from composer.send.schedule import describe, parse_time, zone
+
+    if now_only and at is not None:
+        raise ConfigError("--at schedules a real send; it does not go with --test or --dry-run")
+    if at is None and not_after is None:
+        return None, None
+    where = zone(tz)
+    start = parse_time(at, where, "--at") if at is not None else None
+    deadline = parse_time(not_after, where, "--not-after") if not_after is not None else None
+    if start is not None and deadline is not None and deadline <= start:
+        raise ConfigError(f"--not-after {describe(deadline)} is not after --at {describe(start)}")
+    if deadline is not None and deadline.timestamp() <= time.time():
+        raise ConfigError(
+            f"--not-after {describe(deadline)} has passed; nothing sent "
+            "(give a later --not-after, or none, to send anyway)"
+        )
+    return start, deadline
+
+
+def _wait_for(
+    start: dt.datetime, deadline: dt.datetime | None, issue: str, settings: Settings, yes: bool
+) -> None:
+    """Check the issue now (so that a mistake shows before the night), ask unless
+    --yes, then wait for ``start``. Ctrl-C or SIGTERM ends the wait: nothing sent."""
+    from composer.send.prepare import prepare
+    from composer.send.schedule import describe, wait_until
+
+    prepare(issue, settings)  # errors now, not at the scheduled time
+    if start.timestamp() <= time.time():
+        return
+    if not yes and not typer.confirm(f"Send {issue} at {describe(start)}?"):
+        _err("not scheduled")
+        raise typer.Exit(1)
+    _stop_on_sigterm()
+    until = f" (not after {describe(deadline)})" if deadline else ""
+    _err(f"waiting until {describe(start)} to send {issue}{until}; Ctrl-C cancels")
+    try:
+        wait_until(start, lambda left: _err(f"sending {issue} in {_duration(left)}"))
+    except KeyboardInterrupt:
+        _err(f"cancelled before {describe(start)}: nothing sent")
+        raise typer.Exit(130) from None
+    _err(f"{describe(start)}: sending {issue}")
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
 
 
 def _stop_on_sigterm() -> None:

@@ -416,6 +416,12 @@ class _Engine:
                     now = time.monotonic()
                     if lost is not None and lost.is_set() and not self.stop:
                         self.halt("another send took over this database's send lease; stopped")
+                    not_after = self.options.not_after
+                    if not_after is not None and not self.stop and time.time() >= not_after:
+                        self.halt(
+                            "the --not-after time passed: the rest is not sent (a run with "
+                            "a later --not-after, or none, sends it)"
+                        )
                     self._feed(store, live)
                     progressed = self._wake(live, now)
                     if not book.busy:

@@ -36,6 +36,7 @@ class SendOptions:
     pause_after: int = 50  # failures in a row that pause the run
     reconnects: int = 5
     connect_backoff: float = 1.0  # seconds before the first connection's second try; x2 after
+    not_after: float | None = None  # time.time() after which nothing more is sent
 
 
 @dataclass(frozen=True)
