@@ -383,6 +383,11 @@ _PHASES = (
 )
 
 
+# What the big mailbox providers' servers answer, quoted by a relay without its
+# code: a remote reply all the same (Gmail's, Yahoo's).
+_REMOTE_WORDS = ("the email account that you tried to reach", "doesn't have a ")
+
+
 def _names_mailbox(status: str) -> bool:
     """A permanent status code that names the recipient's mailbox or domain as
     bad: RFC 3463's 5.1.1, 5.1.2, 5.1.3, 5.1.6 and 5.1.10, and the extended
@@ -420,7 +425,7 @@ def classify(status: str, diagnostic: str, action: str = "", phase: str = "") ->
         return kind  # the domain: decided by DNS, not by a reply
     if phase in ("data", "mail", "connect"):
         return "policy"
-    if _REPLY_RE.search(diagnostic):
+    if _REPLY_RE.search(diagnostic) or any(w in text for w in _REMOTE_WORDS):
         return "policy"  # a remote server's reply, not said to answer RCPT TO
     return kind
 
