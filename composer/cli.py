@@ -914,6 +914,8 @@ def _stop_on_sigterm() -> None:
 
 def _print_summary(summary: SendSummary, issue: str, settings: Settings) -> None:
     p, c = summary.progress, summary.counts
+    for note in summary.notes:
+        _err(f"warning: {note}")
     rate = p.done / summary.elapsed if summary.elapsed > 0 else 0.0
     typer.echo(
         f"this run: {p.sent:,} sent, {p.failed:,} failed, {p.deferred:,} deferred, "
@@ -1010,6 +1012,10 @@ def status(issue: IssueArg) -> None:
             parts = [f"{report.sent_by_provider.get(name, 0):,} sent"]
             parts += [f"{k} {per[k]:,}" for k in kinds if per.get(k)]
             typer.echo(f"  {name}: {', '.join(parts)}")
+    if len(report.by_relay) > 1:
+        typer.echo("by relay")
+        for name, per in sorted(report.by_relay.items()):
+            typer.echo(f"  {name}: " + ", ".join(f"{k} {n:,}" for k, n in per.items()))
     for email, label, reply, attempts in report.problems:
         typer.echo(f"{label:<9} {email}  {reply}  (attempts: {attempts})")
 

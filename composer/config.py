@@ -110,6 +110,10 @@ class Settings:
     # The relay for confirmation and welcome mails: the bulk relay's settings unless
     # TRANSACTIONAL_SMTP_HOST names another; always a connection of its own.
     transactional_relay: Relay | None = None
+    # Several relays for a send (a TOML file), and the passwords its relays name:
+    # every *_PASSWORD variable of the environment or .env, kept secret.
+    smtp_relays: str = ""
+    passwords: tuple[tuple[str, Secret], ...] = ()
 
     def transactional(self) -> Settings:
         """These settings with the transactional relay in place of the bulk one."""
@@ -124,6 +128,10 @@ class Settings:
             smtp_username=relay.username,
             smtp_password=relay.password,
         )
+
+    def password(self, variable: str) -> Secret | None:
+        """The secret in ``variable`` (a *_PASSWORD setting), if set."""
+        return dict(self.passwords).get(variable)
 
     @property
     def cache_dir(self) -> Path:
@@ -372,6 +380,10 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         confirm_days=_positive(merged, "NEWSLETTER_CONFIRM_DAYS", 7.0),
         trusted_proxies=_proxies(merged),
         transactional_relay=_transactional(merged),
+        smtp_relays=merged.get("SMTP_RELAYS", "").strip(),
+        passwords=tuple(
+            (k, Secret(v)) for k, v in sorted(merged.items()) if k.endswith("_PASSWORD") and v
+        ),
     )
     log.debug(
         "newsletter folder %s (.env %s); database %s; transport %s",

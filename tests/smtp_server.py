@@ -192,7 +192,8 @@ def running(handler: Handler, **smtp_kwargs: Any) -> Iterator[Server]:
     try:
         yield server
     finally:
-        server.controller.stop()
+        if server.controller._thread is not None:  # a test may have stopped it already
+            server.controller.stop()
 
 
 def password_authenticator(user: str, password: str, handler: Handler | None = None) -> Any:

@@ -68,6 +68,7 @@ from composer.send.plan import SendOptions, SendPlan, by_edition
 from composer.send.prepare import message_templates
 from composer.send.rate import RateLimiter
 from composer.send.recipients import Recipients
+from composer.send.relays import load_relays
 from composer.store.database import Delivery, Store
 from composer.store.delivery_log import DeliveryLog, Outcome
 
@@ -79,6 +80,7 @@ POLICY_STREAK = 5
 FINAL_WAIT = 30.0  # seconds the last records may wait for a locked database
 REPORT_EVERY = 0.2  # seconds between progress reports (and the longest poll)
 BATCH = 500  # deliveries read from the database at a time
+SHARE_WAIT = 0.005  # seconds a relay ahead of its share waits before looking again
 RELAY_REFUSES = (
     "the relay refuses to send for us: fix SMTP credentials or the From domain "
     "(NEWSLETTER_FROM), then run send again to resume"
@@ -117,9 +119,24 @@ class SendSummary:
     settled_in_doubt: int  # rows a crashed run left 'sending', now in doubt
     in_doubt_left: int  # messages this run leaves in doubt (its own and a crash's)
     sent_by_edition: dict[str, int] = field(default_factory=dict)  # the issue's, all runs
+    notes: list[str] = field(default_factory=list)  # relays taken out of the send, and why
 
 
 Session = Generator[str, "Delivery | None", None]
+
+
+@dataclass(eq=False)
+class _Relay:
+    """One relay of the send, as the engine keeps track of it."""
+
+    name: str
+    transport: Transport
+    connections: int
+    rate: RateLimiter
+    share: float = 1.0
+    taken: int = 0  # messages its sessions took
+    out: str | None = None  # why it was taken out of the send
+    policy: list[tuple[Delivery, str]] = field(default_factory=list)  # its refusals in a row
 
 
 @dataclass(eq=False)
@@ -132,6 +149,7 @@ class _Link:
     wake: float = 0.0  # SLEEP: until when; REPLY/FINAL: the deadline
     previous: Outcome | None = None  # its last outcome, not yet recorded
     current: int | None = None  # the message its next COMMIT marks 'sending'
+    relay: _Relay | None = None
 
 
 class _Engine:
@@ -142,7 +160,7 @@ class _Engine:
         templates: dict[str, MessageTemplate],
         issue: str,
         list_name: str,
-        transport: Transport,
+        relays: list[_Relay],
         total: int,
     ) -> None:
         self.settings = settings
@@ -151,11 +169,12 @@ class _Engine:
         self.template = template = next(iter(templates.values()))
         self._main = next(iter(templates))
         self._edition_of: dict[str, str | None] = {}  # a subscriber's language -> edition
-        self._bounce_base = settings.bounce_address if transport.wire else ""
+        self._bounce_base = settings.bounce_address if relays[0].transport.wire else ""
         self._key = settings.secret_key.get()
         self.issue = issue
         self.recipients = Recipients(settings, issue, list_name)
-        self.transport = transport
+        self.relays = relays
+        self.transport = relays[0].transport  # every relay's wire form is the same
         self.progress = Progress(total=total)
         self.queue: deque[Delivery] = deque()
         self.stop = False
@@ -163,7 +182,8 @@ class _Engine:
         self.error: ComposerError | None = None
         self.interrupted = False
         self._in_a_row = 0
-        self._policy: list[tuple[int, str]] = []  # the current run of policy refusals
+        self.notes: list[str] = []  # relays taken out, and why
+        self.links: list[_Link] = []
         self.requeue: set[int] = set()  # refused for the relay's reasons: send on resume
         self.rate = RateLimiter(options.rate_per_second, options.rate_per_hour)
         # Feeding: a pass over the due deliveries in id order, then (when every
@@ -189,19 +209,22 @@ class _Engine:
 
     # -- outcomes ------------------------------------------------------------------
 
-    def _outcome(self, d: Delivery, result: Result, attempts: int) -> Outcome:
+    def _outcome(
+        self, d: Delivery, result: Result, attempts: int, relay: _Relay | None = None
+    ) -> Outcome:
         o = self.options
         p = self.progress
         if result.kind == "sent":
             p.sent += 1
             self._in_a_row = 0
-            if self._policy:
-                self._policy.clear()
+            if relay is not None and relay.policy:
+                relay.policy.clear()
             return (d.subscriber_id, "sent", result.reply, attempts, 0.0, None)
         if result.kind == "in_doubt":
             p.in_doubt += 1
             return (d.subscriber_id, "in_doubt", result.reply, attempts, 0.0, None)
-        self._track_policy(d, result)
+        if relay is not None and self._track_policy(d, result, relay):
+            return (d.subscriber_id, "pending", result.reply, attempts - 1, 0.0, None)
         self._in_a_row += 1
         if self._in_a_row >= o.pause_after:
             self.halt(
@@ -219,19 +242,61 @@ class _Engine:
         status = "bounced" if result.bounce else None
         return (d.subscriber_id, "failed", reply, attempts, 0.0, status)
 
-    def _track_policy(self, d: Delivery, result: Result) -> None:
-        """Count the same policy refusal repeated message after message. At
-        POLICY_STREAK the run stops, with the relay's words, and those messages go
-        back to 'not yet sent' for the resumed run."""
-        if not result.policy or (
-            self._policy and not same_refusal(self._policy[-1][1], result.reply)
-        ):
-            self._policy.clear()
-        if result.policy:
-            self._policy.append((d.subscriber_id, result.reply))
-            if len(self._policy) >= POLICY_STREAK and self.reason is None:
-                self.requeue.update(sid for sid, _ in self._policy)
-                self.halt(f"{RELAY_REFUSES}; it answered: {result.reply}")
+    def _track_policy(self, d: Delivery, result: Result, relay: _Relay) -> bool:
+        """Count the same policy refusal repeated message after message by one
+        relay. At POLICY_STREAK the relay refuses us, not these subscribers: with
+        other relays left it is taken out and those messages go to the others
+        (True: this one too); else the run stops, with the relay's words, and those
+        messages go back to 'not yet sent' for the resumed run."""
+        if result.policy and relay.out is not None:  # its other connections' refusals
+            self.queue.appendleft(d)
+            return True
+        streak = relay.policy
+        if not result.policy or (streak and not same_refusal(streak[-1][1], result.reply)):
+            streak.clear()
+        if not result.policy:
+            return False
+        streak.append((d, result.reply))
+        if len(streak) < POLICY_STREAK:
+            return False
+        earlier = [x for x, _ in streak[:-1]]
+        streak.clear()
+        if self._take_out(relay, f"it refused us: {result.reply}"):
+            self.progress.failed -= len(earlier)
+            self.queue.extendleft(reversed(earlier))
+            self.requeue.update(x.subscriber_id for x in earlier)  # if the run stops first
+            self.queue.appendleft(d)
+            return True
+        if self.reason is None:
+            self.requeue.update(x.subscriber_id for x in [*earlier, d])
+            self.halt(f"{RELAY_REFUSES}; it answered: {result.reply}")
+        return False
+
+    def _alive(self) -> list[_Relay]:
+        return [r for r in self.relays if r.out is None]
+
+    def _take_out(self, relay: _Relay, why: str) -> bool:
+        """Take ``relay`` out of this send if another is left (True), noting why."""
+        if relay.out is not None:
+            return True
+        if len(self._alive()) <= 1:
+            return False
+        relay.out = why
+        note = f"relay {relay.name} taken out: {why}; its messages went to the others"
+        self.notes.append(note)
+        log.info("%s", note)
+        return True
+
+    def _behind_share(self, relay: _Relay) -> bool:
+        """Whether ``relay`` may take a message now: messages are spread by share, so
+        a relay ahead of its share waits for the others (within a few messages)."""
+        # Only relays that are connected count: one still (re)connecting must not
+        # hold the others up.
+        alive = [r for r in self._alive() if any(k.relay is r and k.conn for k in self.links)]
+        if len(alive) < 2 or relay not in alive:
+            return True
+        least = min(r.taken / r.share for r in alive)
+        return relay.taken / relay.share <= least + 2 / relay.share
 
     # -- a session -----------------------------------------------------------------
 
@@ -270,12 +335,15 @@ class _Engine:
         except SubscriberError as exc:  # one bad row must not stop the run
             return Result("failed", str(exc))
 
-    def _take_ready(self) -> tuple[Delivery, list[bytes] | Result] | None:
+    def _take_ready(self, relay: _Relay) -> tuple[Delivery, list[bytes] | Result] | None:
         """The next message, if one is queued now, taken and built: its envelope can
         go out with the current message's final "." (never waits)."""
-        if self.stop or self.rate.gap or not self.queue:
+        if self.stop or self.rate.gap or relay.rate.gap or not self.queue:
+            return None
+        if relay.out is not None or not self._behind_share(relay):
             return None
         item = self.queue.popleft()
+        relay.taken += 1
         return item, self._build(item)
 
     def _record_previous(self, link: _Link) -> Generator[str, Delivery | None, None]:
@@ -289,21 +357,32 @@ class _Engine:
         yield SLEEP
 
     def _session(self, link: _Link) -> Session:
+        relay = link.relay
+        assert relay is not None
         ready: tuple[Delivery, list[bytes] | Result] | None = None  # taken, not yet sent
         try:
             while True:
+                if relay.out is not None:  # taken out: what it holds goes to the others
+                    if ready is not None:
+                        self.queue.appendleft(ready[0])
+                    yield from self._record_previous(link)
+                    return
                 if ready is None:
+                    if self.queue and not self.stop and not self._behind_share(relay):
+                        yield from self._sleep(link, time.monotonic() + SHARE_WAIT)
+                        continue
                     item = self.queue.popleft() if self.queue and not self.stop else None
                     if item is None:
                         yield from self._record_previous(link)  # rather than when work comes
                         item = yield WORK
                         if item is None:
                             return
+                    relay.taken += 1
                     if self.stop:
                         continue  # left 'pending': never started
-                    at = self.rate.slot()
-                    if at is not None:
-                        yield from self._sleep(link, at)
+                    slots = [t for t in (self.rate.slot(), relay.rate.slot()) if t is not None]
+                    if slots:
+                        yield from self._sleep(link, max(slots))
                     ready = (item, self._build(item))
                 item, built = ready
                 ready = None
@@ -311,9 +390,9 @@ class _Engine:
                     continue  # left 'pending': never started
                 if isinstance(built, Result):  # it could not be built
                     yield from self._record_previous(link)
-                    link.previous = self._outcome(item, built, item.attempts + 1)
+                    link.previous = self._outcome(item, built, item.attempts + 1, relay)
                     continue
-                ready = self._take_ready() if link.conn is not None else None
+                ready = self._take_ready(relay) if link.conn is not None else None
                 ahead = None
                 if ready is not None and not isinstance(ready[1], Result):
                     ahead = (self._envelope(ready[0]), ready[0].email)
@@ -328,14 +407,18 @@ class _Engine:
                         0.0,
                         None,
                     )
-                    if result.stop:
+                    if result.stop and self.transport.wire:
+                        self._take_out(relay, f"it refused us: {result.reply}")
+                    if relay.out is not None:  # another relay sends it
+                        self.queue.appendleft(item)
+                    elif result.stop:
                         self.halt(
                             f"{RELAY_REFUSES}; it answered: {result.reply}"
                             if self.transport.wire
                             else result.reply
                         )
                 else:
-                    link.previous = self._outcome(item, result, item.attempts + 1)
+                    link.previous = self._outcome(item, result, item.attempts + 1, relay)
         except ComposerError as exc:
             self.halt(str(exc), exc)
         except Exception as exc:  # a bug must stop the run cleanly too, never hang it
@@ -355,21 +438,26 @@ class _Engine:
         chunks: list[bytes],
         ahead: tuple[str, str] | None,
     ) -> Generator[str, Delivery | None, Result]:
-        """Send one message, reconnecting as needed."""
+        """Send one message, reconnecting as needed. A relay that cannot be reached
+        again, or that refuses our credentials, is taken out of the send when
+        another is left (the message goes to the others); else the run stops."""
+        relay = link.relay
+        assert relay is not None
         result = Result("retry", "not attempted")
         for attempt in range(self.options.reconnects + 1):
             if attempt:
                 yield from self._sleep(link, time.monotonic() + 0.1 * 2 ** (attempt - 1))
-                if self.stop:
+                if self.stop or relay.out is not None:
                     return result
             if link.conn is None:
                 try:
-                    link.conn = self.transport.connect()
+                    link.conn = relay.transport.connect()
                 except ConnectError as exc:  # transient: try again
                     result = Result("retry", str(exc))
                     continue
                 except TransportError as exc:  # bad credentials, certificate, no STARTTLS
-                    self.halt(str(exc), exc)
+                    if not self._take_out(relay, str(exc)):
+                        self.halt(str(exc), exc)
                     return Result("retry", str(exc))
             link.current = d.subscriber_id
             result = yield from link.conn.transaction(
@@ -381,28 +469,37 @@ class _Engine:
             if result.kind != "retry":
                 return result
             log.debug("retrying %s after: %s", d.email, result.reply)
-        self.halt(
-            f"{self.transport.label}: giving up after {self.options.reconnects} "
-            f"reconnects ({result.reply}); run send again to resume"
-        )
+        if not self._take_out(relay, f"it stopped answering ({result.reply})"):
+            self.halt(
+                f"{relay.transport.label}: giving up after {self.options.reconnects} "
+                f"reconnects ({result.reply}); run send again to resume"
+            )
         return result
 
     # -- the loop ------------------------------------------------------------------
 
     def run(
         self,
-        first: Connection,
+        firsts: list[Connection | None],
         store: Store,
         book: DeliveryLog,
         report: Callable[[Progress], None] | None,
         lost: threading.Event | None = None,
     ) -> None:
+        """``firsts``: each relay's first connection (None: a relay that could not be
+        reached, already taken out)."""
         self.eight_bit = (
             self.settings.smtp_8bitmime
-            and first.eight_bit
+            and all(c.eight_bit for c in firsts if c is not None)
             and all(t.can_send_8bit() for t in self.templates.values())
         )
-        links = [_Link(first if i == 0 else None) for i in range(max(1, self.options.connections))]
+        links = [
+            _Link(first if i == 0 else None, relay=relay)
+            for relay, first in zip(self.relays, firsts, strict=True)
+            if relay.out is None
+            for i in range(max(1, relay.connections))
+        ]
+        self.links = links
         live = list(links)
         poller = select.poll()
         watched: dict[int, int] = {}
@@ -451,7 +548,7 @@ class _Engine:
                 # them, or those messages would be reported in doubt.
                 with contextlib.suppress(ComposerError):
                     book.commit(
-                        [(k.previous, None) for k in links if k.previous is not None],
+                        [(k.previous, None, "") for k in links if k.previous is not None],
                         wait=max(self.settings.db_wait, FINAL_WAIT),
                     )
 
@@ -510,7 +607,7 @@ class _Engine:
         """The point of delivery of every session waiting for it, in one commit; they
         resume when it is durable (``_finish_commit``)."""
         try:
-            started = book.start([(k.previous, k.current) for k in links])
+            started = book.start([(k.previous, k.current, _name(k)) for k in links])
         except ComposerError as exc:
             for k in links:
                 self._resume(k, None, exc)
@@ -621,6 +718,10 @@ class _Engine:
         return finished
 
 
+def _name(link: _Link) -> str:
+    return link.relay.name if link.relay is not None else ""
+
+
 @contextlib.contextmanager
 def _signals_stop(engine: _Engine) -> Generator[None, None, None]:
     """Ctrl-C and SIGTERM stop the run cleanly: no new messages; the ones in flight
@@ -659,6 +760,34 @@ def _first_connection(transport: Transport, attempts: int, backoff: float) -> Co
     raise AssertionError("unreachable")
 
 
+def _first_connections(
+    relays: list[_Relay], settings: Settings, options: SendOptions
+) -> tuple[list[Connection | None], list[str]]:
+    """Each relay's first connection, made before anything is written: a wrong
+    host, password or certificate is reported at once. With several relays, one
+    that cannot be reached is taken out (noted) as long as another can."""
+    firsts: list[Connection | None] = []
+    notes: list[str] = []
+    errors: list[ComposerError] = []
+    for relay in relays:
+        try:
+            firsts.append(
+                _first_connection(
+                    relay.transport, settings.smtp_connect_attempts, options.connect_backoff
+                )
+            )
+        except (ConnectError, TransportError) as exc:
+            if len(relays) == 1:
+                raise
+            errors.append(exc)
+            firsts.append(None)
+            relay.out = str(exc)
+            notes.append(f"relay {relay.name} taken out: {exc}")
+    if all(c is None for c in firsts):
+        raise errors[0]
+    return firsts, notes
+
+
 def run_send(
     plan: SendPlan,
     settings: Settings,
@@ -667,16 +796,29 @@ def run_send(
 ) -> SendSummary:
     """Send the planned issue. Ctrl-C (KeyboardInterrupt) stops cleanly."""
     started = time.monotonic()
-    transport = make_transport(settings)
+    relays = [
+        _Relay(
+            r.name,
+            make_transport(r.settings),
+            r.connections,
+            RateLimiter(r.per_second, r.per_hour),
+            r.share,
+        )
+        for r in load_relays(settings, options.connections)
+    ]
     list_name = options.list_name or ""
     templates = message_templates(settings, plan.prepared)
     with (
         SendLock(settings.db_path, settings.db_wait) as lock,
         Store(settings.db_path, wait=settings.db_wait) as store,
     ):
-        first = _first_connection(
-            transport, settings.smtp_connect_attempts, options.connect_backoff
-        )
+        firsts, notes = _first_connections(relays, settings, options)
+
+        def close_firsts() -> None:
+            for conn in firsts:
+                if conn is not None:
+                    conn.close()
+
         try:
             settled = store.settle_interrupted(plan.issue)
             store.drop_inactive(plan.issue)
@@ -693,12 +835,12 @@ def run_send(
             )
             total = store.counts(plan.issue)
         except BaseException:
-            first.close()
+            close_firsts()
             raise
         try:
             book = DeliveryLog(settings.db_path, plan.issue, settings.db_wait)
         except BaseException:
-            first.close()
+            close_firsts()
             raise
         engine = _Engine(
             settings,
@@ -706,12 +848,13 @@ def run_send(
             templates,
             plan.issue,
             list_name,
-            transport,
+            relays,
             total["pending"] + total["deferred"],
         )
+        engine.notes.extend(notes)
         interrupted = False
         try:
-            engine.run(first, store, book, report, lock.lost)
+            engine.run(firsts, store, book, report, lock.lost)
         except KeyboardInterrupt:  # a second Ctrl-C: in-flight messages are in doubt
             interrupted = True
             engine.halt("interrupted (Ctrl-C)")
@@ -747,4 +890,5 @@ def run_send(
             settled_in_doubt=settled,
             in_doubt_left=left,
             sent_by_edition=sent_by_edition,
+            notes=engine.notes,
         )

@@ -13,6 +13,7 @@ from composer.mail.message import MessageTemplate, Recipient
 from composer.mail.transport import Result, make_transport, run_blocking
 from composer.send.prepare import Prepared, message_template, prepare
 from composer.send.recipients import Recipients
+from composer.send.relays import load_relays, relays_file
 from composer.store.database import Store
 
 # Complaint rates of the previous issue: a warning from the first, a refusal
@@ -106,7 +107,7 @@ def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
         issue=slug,
         subject=rendered.subject,
         sender=settings.from_address,
-        transport=make_transport(settings).label,
+        transport=_transport_label(settings, options),
         new=new,
         waiting=waiting,
         in_doubt=counts["in_doubt"] + counts["sending"],
@@ -130,6 +131,20 @@ def by_edition(prepared: Prepared, languages: dict[str, int]) -> dict[str, int]:
 class DryRun:
     messages: int
     total_bytes: int
+
+
+def _transport_label(settings: Settings, options: SendOptions) -> str:
+    """The relay, or the relays of SMTP_RELAYS with their parts (the file is read
+    and checked now, before anything is sent)."""
+    relays = load_relays(settings, options.connections)
+    if relays_file(settings) is None:
+        return make_transport(settings).label
+    total = sum(r.share for r in relays)
+    return "SMTP relays " + "; ".join(
+        f"{r.name} {r.settings.smtp_host}:{r.settings.smtp_port} ({r.connections} "
+        f"connections, {r.share / total:.0%})"
+        for r in relays
+    )
 
 
 def dry_run(plan: SendPlan, settings: Settings, options: SendOptions) -> DryRun:

@@ -28,6 +28,7 @@ class IssueStatus:
     problems: list[tuple[str, str, str, int]]  # (email, label, reply, attempts)
     bounces: dict[str, dict[str, int]] = field(default_factory=dict)  # provider -> kind -> n
     sent_by_provider: dict[str, int] = field(default_factory=dict)
+    by_relay: dict[str, dict[str, int]] = field(default_factory=dict)  # relay -> label -> n
 
     def bounce_totals(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -57,6 +58,7 @@ def status(spec: str, settings: Settings) -> IssueStatus:
         problems = store.problems(slug, ("failed", "in_doubt", "deferred", "sending"))
         bounces = store.bounce_counts(slug)
         by_provider = store.sent_by_provider(slug)
+        by_relay = store.counts_by_relay(slug)
     if not running:
         counts["in_doubt"] += counts.pop("sending")
     shown = []
@@ -72,4 +74,11 @@ def status(spec: str, settings: Settings) -> IssueStatus:
         shown,
         bounces,
         by_provider,
+        {
+            relay: {
+                STATE_LABELS["in_doubt" if k == "sending" and not running else k]: v
+                for k, v in per.items()
+            }
+            for relay, per in by_relay.items()
+        },
     )

@@ -770,6 +770,18 @@ class Store:
             )
         }
 
+    def counts_by_relay(self, issue: str) -> dict[str, dict[str, int]]:
+        """Messages by the relay they went to, then by state (those never started
+        on a relay are left out)."""
+        out: dict[str, dict[str, int]] = {}
+        for relay, state, n in self.query(
+            "SELECT relay, state, count(*) FROM deliveries WHERE issue = ? AND relay != '' "
+            "GROUP BY relay, state",
+            (issue,),
+        ):
+            out.setdefault(str(relay), {})[str(state)] = int(n)
+        return out
+
     def counts(self, issue: str) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
         for state, n in self.query(

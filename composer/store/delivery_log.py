@@ -36,8 +36,9 @@ from composer.store.database import now_iso
 
 # (subscriber id, state, server reply, attempts, next attempt at, new subscriber status)
 Outcome = tuple[int, str, str, int, float, str | None]
-# One connection's step: its previous message's outcome, the message it starts.
-Record = tuple[Outcome | None, int | None]
+# One connection's step: its previous message's outcome, the message it starts,
+# and the relay it starts it on.
+Record = tuple[Outcome | None, int | None, str]
 
 
 class DeliveryLog:
@@ -107,9 +108,11 @@ class DeliveryLog:
                 self._error = StoreError(f"{self.path}: cannot record a delivery: {exc}")
             os.write(self._done, b"x")
 
-    def step(self, outcome: Outcome | None, start: int | None, wait: float | None = None) -> None:
+    def step(
+        self, outcome: Outcome | None, start: int | None, wait: float | None = None, relay: str = ""
+    ) -> None:
         """One record on its own."""
-        self.commit([(outcome, start)], wait)
+        self.commit([(outcome, start, relay)], wait)
 
     def _write(self, batch: list[Record]) -> None:
         """BEGIN and the records' updates; the caller's COMMIT makes them durable."""
@@ -117,7 +120,7 @@ class DeliveryLog:
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
-            for outcome, start in batch:
+            for outcome, start, relay in batch:
                 if outcome is not None:
                     sid, state, reply, attempts, next_at, status = outcome
                     db.execute(
@@ -138,9 +141,9 @@ class DeliveryLog:
                         )
                 if start is not None:
                     db.execute(
-                        "UPDATE deliveries SET state = 'sending', updated_at = ? "
+                        "UPDATE deliveries SET state = 'sending', relay = ?, updated_at = ? "
                         "WHERE issue = ? AND subscriber_id = ?",
-                        (stamp, self.issue, start),
+                        (relay, stamp, self.issue, start),
                     )
         except sqlite3.Error:
             with contextlib.suppress(sqlite3.Error):

@@ -144,6 +144,11 @@ CREATE_SIGNUPS = Migration(
     ),
 )
 
+ADD_DELIVERY_RELAY = Migration(
+    "deliveries: the relay each message went to (several relays for one send)",
+    ("ALTER TABLE deliveries ADD COLUMN relay TEXT NOT NULL DEFAULT ''",),
+)
+
 # Version N is MIGRATIONS[N - 1].
 MIGRATIONS: tuple[Migration, ...] = (
     CREATE_SUBSCRIBERS_LISTS_DELIVERIES,
@@ -151,4 +156,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE_LEASES,
     CREATE_BOUNCES,
     CREATE_SIGNUPS,
+    ADD_DELIVERY_RELAY,
 )
