@@ -19,6 +19,7 @@ from composer.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SECURITY_MODES = ("starttls", "ssl", "none")
+DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}  # by SMTP security
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEV_SECRET = "dev-only-insecure-key-change-me"
 
@@ -285,7 +286,7 @@ def _transactional(env: dict[str, str]) -> Relay | None:
         raise ConfigError(
             f"TRANSACTIONAL_SMTP_SECURITY={security!r} is not one of {', '.join(SECURITY_MODES)}"
         )
-    port = _int(env, "TRANSACTIONAL_SMTP_PORT", {"starttls": 587, "ssl": 465, "none": 25}[security])
+    port = _int(env, "TRANSACTIONAL_SMTP_PORT", DEFAULT_PORTS[security])
     return Relay(
         host,
         port,
@@ -320,7 +321,7 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
     security = merged.get("SMTP_SECURITY", "starttls").strip().lower() or "starttls"
     if security not in SECURITY_MODES:
         raise ConfigError(f"SMTP_SECURITY={security!r} is not one of {', '.join(SECURITY_MODES)}")
-    default_port = {"starttls": 587, "ssl": 465, "none": 25}[security]
+    default_port = DEFAULT_PORTS[security]
     base_url = merged.get("NEWSLETTER_BASE_URL", "").strip() or "http://127.0.0.1:8000"
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:

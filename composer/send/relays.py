@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from composer.config import SECURITY_MODES, Secret, Settings
+from composer.config import DEFAULT_PORTS, SECURITY_MODES, Secret, Settings
 from composer.errors import ConfigError
 from composer.fsutil import relative
 
@@ -118,7 +118,7 @@ def _relay(settings: Settings, item: Any, where: str) -> Relay:
     security = item.get("security", "starttls")
     if security not in SECURITY_MODES:
         raise ConfigError(f"{where}: security must be one of {', '.join(SECURITY_MODES)}")
-    port = _number(item, "port", where, {"starttls": 587, "ssl": 465, "none": 25}[security], int)
+    port = _number(item, "port", where, DEFAULT_PORTS[security], int)
     password = Secret("")
     if "password_env" in item:
         variable = item["password_env"]
