@@ -296,6 +296,14 @@ EXPORT_COLUMNS = [
 ]
 
 
+def _text_cell(text: str) -> str:
+    """Free text for a CSV cell that a spreadsheet opens: one that starts like a
+    formula (``=``, ``+``, ``-``, ``@``, a tab or a return) gets a leading ``'``.
+    Names and browsers' user agents come from anonymous sign-up forms; a name
+    such as ``=HYPERLINK(...)`` must stay text (OWASP's CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def export_csv(store: Store, out: IO[str]) -> int:
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
@@ -304,7 +312,7 @@ def export_csv(store: Store, out: IO[str]) -> int:
         writer.writerow(
             [
                 s.email,
-                s.name,
+                _text_cell(s.name),
                 s.status,
                 s.language,
                 "|".join(s.lists),
@@ -324,8 +332,9 @@ def export_consent_csv(store: Store, out: IO[str]) -> int:
     writer = csv.writer(out)
     writer.writerow(CONSENT_COLUMNS)
     n = 0
+    free_text = {CONSENT_COLUMNS.index(c) for c in ("user_agent", "page", "consent_text", "name")}
     for record in Signups(store).records():
-        writer.writerow(record)
+        writer.writerow([_text_cell(v) if i in free_text else v for i, v in enumerate(record)])
         n += 1
     return n
 

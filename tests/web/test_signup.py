@@ -501,3 +501,50 @@ def test_a_dropped_post_is_answered_in_the_language_a_real_one_would_be(
             data={"email": "c@example.org", "language": "es", "t": fresh, "website": "x"},
         )
     assert too_fast.text == real.text == bot.text and "Revise su bandeja de entrada" in real.text
+
+
+def test_exports_keep_formula_like_names_from_the_form_as_text(newsletter_home: Path) -> None:
+    """A spreadsheet opening the export must not run what an anonymous form said."""
+    with signup_server(newsletter_home) as (client, handler):
+        client.post(
+            "/subscribe",
+            data={
+                "email": "x@example.org",
+                "name": '=HYPERLINK("http://evil")',
+                "t": form_token(client),
+            },
+            headers={"user-agent": "@SUM(1+1)", "referer": "-2+3"},
+        )
+        client.post(link_in(wait_for(handler, 1)[0]))
+    (row,) = list(csv.DictReader(io.StringIO(run("subscribers", "export").stdout)))
+    assert row["name"] == '\'=HYPERLINK("http://evil")' and row["email"] == "x@example.org"
+    (consent,) = list(csv.DictReader(io.StringIO(run("subscribers", "export", "--consent").stdout)))
+    assert consent["user_agent"] == "'@SUM(1+1)" and consent["name"].startswith("'=")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"email=\xff\xfe%ZZ&t=\x00", "application/x-www-form-urlencoded"),
+        (b"[" * 5000 + b"]" * 5000, "application/json"),
+        (b'["email", "a@example.org"]', "application/json"),
+        (b'{"email": {"$ne": 1}, "lists": {"a": 1}, "t": 5, "name": null}', "application/json"),
+        (b"not json at all", "application/json"),
+        ("&".join(f"f{i}=x" for i in range(500)).encode(), "application/x-www-form-urlencoded"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.exe"\r\n\r\nMZ\r\n--b--',
+            "multipart/form-data; boundary=b",
+        ),
+        (b"email=a%40example.org", "text/plain"),
+    ],
+)
+def test_hostile_sign_up_bodies_get_an_answer_never_a_crash(
+    newsletter_home: Path, body: bytes, content_type: str
+) -> None:
+    with signup_server(newsletter_home) as (client, handler):
+        for path in ("/subscribe", f"/preferences/{sign('test-secret-key', 1, '')}"):
+            r = client.post(path, content=body, headers={"content-type": content_type})
+            assert r.status_code in (200, 400, 413), (path, r.status_code, r.text[:200])
+            assert "Traceback" not in r.text and "Internal Server Error" not in r.text
+        assert client.get("/subscribe").status_code == 200  # still serving
+    assert not handler.received
