@@ -41,7 +41,10 @@ def score(show: str | None = None) -> dict[str, float]:
             continue
         found = read_bounce((CORPUS / "emails" / str(label["file"])).read_bytes())
         expected_kind = kinds[0]
-        got_kind = found[0].kind if found else "unknown"
+        # The bounce of the label's first recipient (a report may list several, in
+        # another order), else the first one read.
+        mine = [b for b in found if recipients and b.recipient == recipients[0]] or found
+        got_kind = mine[0].kind if mine else "unknown"
         total += 1
         right_kind += got_kind == expected_kind
         if (expected_kind in ("policy", "soft", "autoreply") and got_kind == "hard") or (

@@ -122,7 +122,6 @@ _SOFT = (
     "not responding",
     "socket error",
     "delivery failed 20 attempts",
-    "attempts:",
     "not delivered within",
     "exceeds allowed size",
     "duplicated message-id",
@@ -210,6 +209,11 @@ _POLICY = (
     "unverifyable",
     "unverifiable",
     "client host rejected",
+    "invalid ip",
+    "not allowed",
+    "provide a valid from",
+    "sent to too many recipients",
+    "malformed address",
 )
 _HARD = (
     "user unknown",
@@ -277,7 +281,23 @@ _DOMAIN_GONE = (
     "does not accept mail",
     "name service error",
     "account or domain may not exist",
+    "not accepting network messages",
 )
+# Said of the mailbox or the network even next to a policy word ("refused",
+# "blocked"): "connection refused" is not a refusal of us.
+_SOFT_FIRST = (
+    "connection refused",
+    "message expired",
+    "connection timed out",
+    "connection reset",
+    "account is blocked",
+    "frequency limited",
+    "procmail",
+    "couldn't create",
+    "was aborted after",
+)
+# RFC 7504: 521 and 556, the host (or the domain) does not accept mail.
+_NO_MAIL_RE = re.compile(r"\s*(521|556)[ -]")
 _HOST_GONE_RE = re.compile(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)+ does not exist")
 _HARD_WEAK = (
     "address rejected",
@@ -421,7 +441,11 @@ def classify(status: str, diagnostic: str, action: str = "", phase: str = "") ->
     if kind != "hard" or phase == "rcpt" or _names_mailbox(status):
         return kind
     text = _words(diagnostic)
-    if phase != "mail" and (any(w in text for w in _DOMAIN_GONE) or _HOST_GONE_RE.search(text)):
+    if phase != "mail" and (
+        any(w in text for w in _DOMAIN_GONE)
+        or _HOST_GONE_RE.search(text)
+        or (_NO_MAIL_RE.match(text) and not any(w in text for w in _POLICY))
+    ):
         return kind  # the domain: decided by DNS, not by a reply
     if phase in ("data", "mail", "connect"):
         return "policy"
@@ -433,7 +457,7 @@ def classify(status: str, diagnostic: str, action: str = "", phase: str = "") ->
 def _words(text: str) -> str:
     """``text`` in lower case without addresses: "filtered@example.org" is a name,
     not a verdict."""
-    return _ADDRESS_RE.sub(" ", text).lower()
+    return _WS_RE.sub(" ", _ADDRESS_RE.sub(" ", text)).lower()
 
 
 def _classify(status: str, diagnostic: str, action: str) -> str:
@@ -451,6 +475,11 @@ def _classify(status: str, diagnostic: str, action: str) -> str:
         return "unknown"
     if "recipient address rejected: access denied" in text:
         return "hard"  # Office 365's answer for an address it does not have
+    policy_words = any(w in text for w in _POLICY)
+    if (_NO_MAIL_RE.match(text) or "not accepting network messages" in text) and not policy_words:
+        return "hard"  # RFC 7504: this host takes no mail at all
+    if any(w in text for w in _SOFT_FIRST):
+        return "soft"  # the network or the mailbox, whatever else the reply says
     for kind, words in _PATTERNS[:3]:
         if any(w in text for w in words):
             if kind == "hard" and temporary:
@@ -648,16 +677,20 @@ def _complaint_recipient(msg: Message) -> str | None:
 
 
 def _candidates(text: str, exclude: set[str]) -> list[str]:
-    """Addresses a free-text report names, in order, without the sender's own."""
+    """Addresses a free-text report names, in order, without the sender's own;
+    a postmaster address only when the report names no other (mail to a
+    postmaster bounces too)."""
     out: list[str] = []
+    postmasters: list[str] = []
     for found in _ADDRESS_RE.finditer(text):
         address = found.group(0).lower().strip(".")
         local = address.split("@")[0]
-        if address in exclude or local in ("mailer-daemon", "postmaster", "mail-daemon"):
+        if address in exclude or local in ("mailer-daemon", "mail-daemon"):
             continue
-        if address not in out:
-            out.append(address)
-    return out
+        group = postmasters if local == "postmaster" else out
+        if address not in group:
+            group.append(address)
+    return out or postmasters
 
 
 def _free_text(msg: Message, body: str, exclude: set[str]) -> list[Bounce]:
@@ -674,7 +707,8 @@ def _free_text(msg: Message, body: str, exclude: set[str]) -> list[Bounce]:
     out = []
     for recipient in recipients[:50]:
         at = report.lower().find(recipient)
-        window = report[at : at + 600] if at >= 0 else report
+        start = report.rfind("\n", 0, at) + 1  # from the start of its line: "554 <a@b>..."
+        window = report[start : at + 600] if at >= 0 else report
         around = report[max(0, at - 120) : at + 400] if at >= 0 else report
         error = _error_line(window) or _error_line(report)
         status = _status_of(error) or _status_of(window)
@@ -727,19 +761,21 @@ def _read(raw: bytes) -> list[Bounce]:
     found = []
     for recipient, action, status, diagnostic in _dsn(msg) or _dsn_in_text(body):
         at = body.lower().find(recipient)
-        near = body[at : at + 600] if at >= 0 else ""
+        near = body[body.rfind("\n", 0, at) + 1 : at + 600] if at >= 0 else ""
         phase = phase_of(diagnostic) or phase_of(
             body[max(0, at - 120) : at + 400] if at >= 0 else ""
         )
+        said = diagnostic or _error_line(near)  # no diagnostic: the report's line about it
+        if status.endswith(".0.0") and _status_of(said)[2:] not in ("", "0.0"):
+            status = _status_of(said)  # "5.0.0" says less than the reply's own "5.1.1"
         if action in ("delivered", "relayed", "expanded"):
             kind = "unknown"
-        elif diagnostic:
-            kind = classify(status, diagnostic, action, phase)
-        else:  # no diagnostic: the code, else the report's words about this address
+        elif said:
+            kind = classify(status, said, action, phase)
+        else:  # nothing said: the code, else the report's words
             kind = classify(status, "", action, phase)
             if kind == "unknown":
-                words = near or body
-                kind = classify(status, _error_line(words) or words, action, phase)
+                kind = classify(status, _error_line(body) or body, action, phase)
         found.append(Bounce(recipient, kind, status, diagnostic, returned_to, message_id))
     if found:
         return found

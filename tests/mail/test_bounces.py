@@ -29,7 +29,9 @@ def test_the_corpus_is_read_without_a_crash_and_its_accuracy_holds() -> None:
         kinds = list(label["kinds"])
         if not kinds:
             continue
-        got = found[0].kind if found else "unknown"
+        expected = list(label["recipients"])
+        mine = [b for b in found if expected and b.recipient == expected[0]] or found
+        got = mine[0].kind if mine else "unknown"
         total += 1
         right += got == kinds[0]
         dangerous += (kinds[0] in ("policy", "soft", "autoreply") and got == "hard") or (
@@ -41,8 +43,8 @@ def test_the_corpus_is_read_without_a_crash_and_its_accuracy_holds() -> None:
             right_recipient += expected[0] in {b.recipient for b in found}
     assert total > 600 and recipients > 590
     assert right_recipient / recipients >= 0.95
-    assert right / total >= 0.86
-    assert dangerous / total <= 0.02
+    assert right / total >= 0.90
+    assert dangerous / total <= 0.015
 
 
 @pytest.mark.parametrize(
