@@ -81,6 +81,7 @@ FINAL_WAIT = 30.0  # seconds the last records may wait for a locked database
 REPORT_EVERY = 0.2  # seconds between progress reports (and the longest poll)
 BATCH = 500  # deliveries read from the database at a time
 SHARE_WAIT = 0.005  # seconds a relay ahead of its share waits before looking again
+LEFT_EVERY = 0.5  # seconds between looks for subscribers who left during the send
 RELAY_REFUSES = (
     "the relay refuses to send for us: fix SMTP credentials or the From domain "
     "(NEWSLETTER_FROM), then run send again to resume"
@@ -183,6 +184,11 @@ class _Engine:
         self.interrupted = False
         self._in_a_row = 0
         self.notes: list[str] = []  # relays taken out, and why
+        # Subscribers who left during the run (an unsubscribe on the web, a bounce
+        # processed meanwhile): never sent to, within LEFT_EVERY seconds.
+        self.left: set[int] = set()
+        self._events = 0
+        self._left_checked = 0.0
         self.links: list[_Link] = []
         self.requeue: set[int] = set()  # refused for the relay's reasons: send on resume
         self.rate = RateLimiter(options.rate_per_second, options.rate_per_hour)
@@ -493,6 +499,7 @@ class _Engine:
             and all(c.eight_bit for c in firsts if c is not None)
             and all(t.can_send_8bit() for t in self.templates.values())
         )
+        self._events = store.last_event()
         links = [
             _Link(first if i == 0 else None, relay=relay)
             for relay, first in zip(self.relays, firsts, strict=True)
@@ -519,6 +526,7 @@ class _Engine:
                             "the --not-after time passed: the rest is not sent (a run with "
                             "a later --not-after, or none, sends it)"
                         )
+                    self._watch_left(store, now)
                     self._feed(store, live)
                     progressed = self._wake(live, now)
                     if not book.busy:
@@ -630,6 +638,25 @@ class _Engine:
             k.previous = k.current = None
             if k.gen is not None:
                 self._resume(k, None)
+
+    def _watch_left(self, store: Store, now: float) -> None:
+        """Every LEFT_EVERY seconds: who unsubscribed (or bounced, or complained)
+        since the last look leaves the queue; their rows stay unsent and are
+        dropped at the end of the run."""
+        if now - self._left_checked < LEFT_EVERY:
+            return
+        self._left_checked = now
+        self._events, left = store.left_since(self._events)
+        if not left:
+            return
+        self.left |= left
+        before = len(self.queue)
+        self.queue = deque(d for d in self.queue if d.subscriber_id not in self.left)
+        for sid in left:
+            future = self._built.pop(sid, None)
+            if future is not None:
+                future.cancel()
+        self.progress.total -= before - len(self.queue)
 
     def _feed(self, store: Store, live: list[_Link]) -> None:
         """Keep the queue stocked: due deliveries in id order, then deferred ones as

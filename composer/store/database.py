@@ -660,6 +660,28 @@ class Store:
                 (now_iso(), issue),
             ).rowcount
 
+    def last_event(self) -> int:
+        """The newest status change's id (see ``left_since``)."""
+        rows = self.query("SELECT max(id) FROM events")
+        return int(rows[0][0] or 0)
+
+    def left_since(self, event_id: int) -> tuple[int, set[int]]:
+        """Subscribers who stopped being active (unsubscribed, bounced, complained)
+        after event ``event_id``, and the newest event's id: cheap (the events'
+        own key), so a running send can ask every half second."""
+        rows = self.query(
+            "SELECT id, subscriber_id, kind FROM events WHERE id > ? ORDER BY id", (event_id,)
+        )
+        left: set[int] = set()
+        for _, sid, kind in rows:
+            if sid is None:
+                continue
+            if kind == "active":
+                left.discard(int(sid))
+            elif kind in ("unsubscribed", "bounced", "complained"):
+                left.add(int(sid))
+        return (int(rows[-1][0]) if rows else event_id), left
+
     def drop_inactive(self, issue: str) -> int:
         """Forget unsent deliveries to people no longer active (unsubscribed or
         bounced since the send began): they must not be sent, nor wait forever."""
