@@ -110,6 +110,11 @@ class Mailer:
                     self._close()
                     self._stop.wait(2.0)
                     self._wake.set()
+                except Exception:  # a bug must not end sign-up mail for good
+                    log.exception("sign-up mail failed; trying again")
+                    self._close()
+                    self._stop.wait(5.0)
+                    self._wake.set()
         finally:
             self._close()
             store.close()
