@@ -192,6 +192,18 @@ async def _fields(request: Request) -> dict[str, Any] | None:
     }
 
 
+async def _in_thread(
+    request: Request, handle: Callable[[Request, dict[str, Any]], Response]
+) -> Response:
+    """Read the posted fields, then ``handle`` them in a thread: it waits for the
+    database at times (a send holds it in turns), and the server goes on
+    answering meanwhile."""
+    fields = await _fields(request)
+    if fields is None:
+        return JSONResponse({"error": "the body is not a form or a JSON object"}, 400)
+    return await run_in_threadpool(handle, request, fields)
+
+
 def signup_routes(
     settings: Settings, offers: OfferCache, mailer: Callable[[], Mailer | None]
 ) -> list[Route]:
@@ -259,12 +271,7 @@ def signup_routes(
         )
 
     async def post(request: Request) -> Response:
-        fields = await _fields(request)
-        if fields is None:
-            return JSONResponse({"error": "the body is not a form or a JSON object"}, 400)
-        # The rest waits for the database at times (a send holds it in turns): in a
-        # thread, so that the server goes on answering meanwhile.
-        return await run_in_threadpool(decide, request, fields)
+        return await _in_thread(request, decide)
 
     def decide(request: Request, fields: dict[str, Any]) -> Response:
         o = offers.get()
@@ -452,10 +459,7 @@ def signup_routes(
         return preferences_page(o, s, request.path_params["token"])
 
     async def save_preferences(request: Request) -> Response:
-        fields = await _fields(request)
-        if fields is None:
-            return JSONResponse({"error": "the body is not a form or a JSON object"}, 400)
-        return await run_in_threadpool(save, request, fields)
+        return await _in_thread(request, save)
 
     def save(request: Request, fields: dict[str, Any]) -> Response:
         o = offers.get()
