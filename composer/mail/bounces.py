@@ -291,6 +291,20 @@ _SOFT_FIRST = (
     "couldn't create",
     "was aborted after",
 )
+# A mailbox that is there but cannot take mail now. When the report's own prose
+# says so of a failure its code calls a dead address, the report contradicts
+# itself, and the less destructive reading wins: a soft bounce is retried and
+# counted, a hard one suppresses the address for good.
+_MAILBOX_THERE = (
+    "not enough disk space",
+    "mailbox is full",
+    "mailbox full",
+    "over quota",
+    "quota exceeded",
+    "account is disabled",
+    "account has been disabled",
+    "account is suspended",
+)
 # RFC 7504: 521 and 556, the host (or the domain) does not accept mail.
 _NO_MAIL_RE = re.compile(r"\s*(521|556)[ -]")
 _HOST_GONE_RE = re.compile(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)+ does not exist")
@@ -574,6 +588,21 @@ def _dsn_block(block: Message) -> list[tuple[str, str, str, str]]:
     return [(recipient, action, status, diagnostic)]
 
 
+def _reporting_mta(msg: Message) -> str:
+    for part in msg.walk():
+        if part.get_content_type() == "message/delivery-status":
+            blocks = part.get_payload()
+            if isinstance(blocks, list) and blocks and isinstance(blocks[0], Message):
+                return str(blocks[0].get("Reporting-MTA") or "").lower()
+    return ""
+
+
+# Amazon SES's receiving endpoints bounce only when a receipt rule of the
+# domain's owner says to, with the code and text that owner chose: a filter's
+# verdict, whatever its words, not a mailbox found missing.
+_RULE_BOUNCE_RE = re.compile(r"\binbound-smtp\.[a-z0-9-]+\.amazonaws\.com\b")
+
+
 _FIELDS_RE = re.compile(r"^(?:final|original)-recipient:.*?(?=\n\s*\n|\Z)", re.I | re.M | re.S)
 
 
@@ -754,7 +783,13 @@ def _read(raw: bytes) -> list[Bounce]:
             Bounce(recipient, "complaint", "", f"feedback report: {kind}", returned_to, message_id)
         ]
     found = []
-    for recipient, action, status, diagnostic in _dsn(msg) or _dsn_in_text(body):
+    failures = _dsn(msg) or _dsn_in_text(body)
+    # The prose of a report about one recipient is about that recipient.
+    # (Phrases of several words: no address can hide one, so no _words() here.)
+    prose = _WS_RE.sub(" ", body).lower() if len(failures) == 1 else ""
+    prose_says_there = any(w in prose for w in _MAILBOX_THERE)
+    by_rule = bool(failures) and bool(_RULE_BOUNCE_RE.search(_reporting_mta(msg)))
+    for recipient, action, status, diagnostic in failures:
         at = body.lower().find(recipient)
         near = body[body.rfind("\n", 0, at) + 1 : at + 600] if at >= 0 else ""
         phase = phase_of(diagnostic) or phase_of(
@@ -771,6 +806,10 @@ def _read(raw: bytes) -> list[Bounce]:
             kind = classify(status, "", action, phase)
             if kind == "unknown":
                 kind = classify(status, _error_line(body) or body, action, phase)
+        if kind == "hard" and prose_says_there:
+            kind = "soft"
+        elif kind == "hard" and by_rule:
+            kind = "policy"
         found.append(Bounce(recipient, kind, status, diagnostic, returned_to, message_id))
     if found:
         return found
