@@ -523,7 +523,7 @@ def _store(create: bool = False) -> Iterator[Store]:
     """The newsletter's database; only commands that add subscribers create it."""
     from composer.store.database import Store
 
-    with _errors(), Store(_settings().db_path, create=create) as store:
+    with _errors(), Store(_settings().database, create=create) as store:
         yield store
 
 
@@ -1100,7 +1100,7 @@ def serve(
         _check_port(host, port)
     typer.echo(
         f"Serving {settings.base_url} on http://{host}:{port}/ "
-        f"(database {settings.db_path}; Ctrl-C to stop)"
+        f"(database {settings.database}; Ctrl-C to stop)"
     )
     run(serve_app(settings), host, port, public=True)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from composer.dburl import DatabaseURL
 from composer.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Settings:
     """Everything the tool reads from the environment, validated once."""
 
     home: Path
-    db_path: Path
+    database: Path | DatabaseURL  # a SQLite file, or PostgreSQL (NEWSLETTER_DB=postgresql://...)
     outbox: Path
     from_address: str
     base_url: str
@@ -341,7 +342,13 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
     outbox_raw = merged.get("NEWSLETTER_OUTBOX", "").strip()
     settings = Settings(
         home=home,
-        db_path=Path(db_raw).expanduser() if db_raw else home / "newsletter.db",
+        database=(
+            DatabaseURL(db_raw)
+            if DatabaseURL.accepts(db_raw)
+            else Path(db_raw).expanduser()
+            if db_raw
+            else home / "newsletter.db"
+        ),
         outbox=Path(outbox_raw).expanduser() if outbox_raw else home / "outbox",
         from_address=from_address,
         base_url=base_url.rstrip("/"),
@@ -390,7 +397,7 @@ def load_settings(home: Path | None = None, env: dict[str, str] | None = None) -
         "newsletter folder %s (.env %s); database %s; transport %s",
         home,
         "read" if dotenv_path.is_file() else "absent",
-        settings.db_path,
+        settings.database,
         settings.transport_label,
     )
     return settings

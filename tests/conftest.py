@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import postgres_server
 from tests.dns_server import dns_server  # noqa: F401 (a fixture for every test module)
 from tests.imap_server import imap_server  # noqa: F401 (a fixture for every test module)
 
@@ -24,9 +25,52 @@ CHROMIUM = "/usr/bin/chromium"
 
 _ENV_PREFIXES = ("SMTP_", "NEWSLETTER_")
 
+# The storage backend this run tests: the suite runs once on each (the README's
+# test command). NEWSLETTER_TEST_BACKEND=postgresql runs every test that stores
+# anything against a PostgreSQL server of its own (tests/postgres_server.py).
+BACKEND = os.environ.get("NEWSLETTER_TEST_BACKEND", "sqlite")
+ON_POSTGRES = BACKEND == "postgresql"
+_server: postgres_server.PostgresServer | None = None
+
+
+def pytest_report_header() -> str:
+    return f"storage backend: {BACKEND}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL run: tests that never store anything (marked ``no_database``)
+    and tests of SQLite itself (``sqlite_only``) are not run again; without
+    PostgreSQL installed, the run skips, saying why (CI requires it)."""
+    if not ON_POSTGRES:
+        return
+    missing = postgres_server.bindir() is None
+    if missing and postgres_server.REQUIRE_POSTGRES:
+        raise pytest.UsageError(postgres_server.MISSING)
+    for item in items:
+        if item.get_closest_marker("no_database"):
+            item.add_marker(pytest.mark.skip(reason="stores nothing: run on SQLite only"))
+        elif item.get_closest_marker("sqlite_only"):
+            item.add_marker(pytest.mark.skip(reason="about SQLite itself"))
+        elif missing:
+            item.add_marker(pytest.mark.skip(reason=postgres_server.MISSING))
+
+
+def pytest_sessionfinish() -> None:
+    if _server is not None:
+        _server.stop()
+
+
+def _postgres() -> postgres_server.PostgresServer:
+    global _server
+    if _server is None:
+        _server = postgres_server.start()
+    return _server
+
 
 @pytest.fixture(autouse=True)
-def newsletter_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def newsletter_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Path]:
     for name in list(os.environ):
         if name.startswith(_ENV_PREFIXES):
             monkeypatch.delenv(name)
@@ -35,8 +79,17 @@ def newsletter_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(SEED_ISSUE, home / "issues" / SEED_ISSUE.name)
     monkeypatch.setenv("NEWSLETTER_HOME", str(home))
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "test-secret-key")
+    if ON_POSTGRES:
+        monkeypatch.setenv("NEWSLETTER_DB", _postgres().fresh_database())
     monkeypatch.chdir(home)
-    return home
+    yield home
+    # The markers are checked, not trusted: a test said to store nothing made no
+    # database, and on PostgreSQL nothing fell back to a SQLite file.
+    stray = home / "newsletter.db"
+    if request.node.get_closest_marker("no_database") and not ON_POSTGRES:
+        assert not stray.exists(), "a test marked no_database made a database"
+    if ON_POSTGRES and not request.node.get_closest_marker("sqlite_only"):
+        assert not stray.exists(), "a SQLite database was made on the PostgreSQL run"
 
 
 def normalise(text: str) -> str:

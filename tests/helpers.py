@@ -63,10 +63,75 @@ def seed_with_more_links(source: str, per_region: int = 5) -> str:
 
 def pairs(home: Path, sql: str) -> dict[Any, Any]:
     """A two-column query on the newsletter's database, as a dict."""
-    import sqlite3
-
-    db = sqlite3.connect(home / "newsletter.db")
+    db = Database(home)
     try:
         return dict(db.execute(sql).fetchall())
     finally:
         db.close()
+
+
+def database_target(home: Path) -> Any:
+    """Where this test's newsletter keeps its data: the SQLite file, or the
+    PostgreSQL database of the PostgreSQL run (NEWSLETTER_DB)."""
+    import os
+
+    from composer.dburl import DatabaseURL
+
+    raw = os.environ.get("NEWSLETTER_DB", "")
+    if DatabaseURL.accepts(raw):
+        return DatabaseURL(raw)
+    return Path(raw) if raw else home / "newsletter.db"
+
+
+class Database:
+    """Direct SQL on the test's database, either backend (``?`` placeholders:
+    composer's own translation). Writes commit at once."""
+
+    def __init__(self, home: Path) -> None:
+        from composer.store.connection import connect
+
+        self.conn = connect(database_target(home))
+
+    def execute(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> Any:
+        return self.conn.execute(sql, tuple(args))
+
+    def commit(self) -> None:
+        """Nothing to do: every statement commits by itself."""
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def kept_env() -> dict[str, str]:
+    """What a test's child process keeps of the test's settings when it starts
+    from a clean environment: which database (the PostgreSQL run's)."""
+    import os
+
+    return {k: os.environ[k] for k in ("NEWSLETTER_DB",) if k in os.environ}
+
+
+def database_text(home: Path) -> str:
+    """Everything stored, as text (to prove a secret is not in it): the SQLite
+    files' bytes, or every row of every PostgreSQL table."""
+    target = database_target(home)
+    if isinstance(target, Path):
+        return "".join(
+            p.read_bytes().decode("latin-1") for p in target.parent.glob(target.name + "*")
+        )
+    with Database(home) as db:
+        tables = [
+            r[0]
+            for r in db.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            ).fetchall()
+        ]
+        return "\n".join(
+            repr(row) for table in tables for row in db.execute(f"SELECT * FROM {table}").fetchall()
+        )

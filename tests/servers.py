@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import kept_env
 from tests.smtp_server import free_port
 
 
@@ -28,6 +29,7 @@ def newsletter_server(
     once it has stopped."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
+    env.update(kept_env())
     env.update(
         {
             "NEWSLETTER_HOME": str(home),

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import typer
 
 from composer.cli import app
+
+pytestmark = pytest.mark.no_database
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()

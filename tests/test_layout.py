@@ -12,6 +12,8 @@ from composer.issue.files import EMPTIERS
 from composer.issue.model import BLOCK_TYPES
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.no_database
+
 PACKAGE = REPO / "composer"
 
 # What each part of composer/ may import of our own code (besides itself).
@@ -20,11 +22,12 @@ ALLOWED = {
     "errors": set(),
     "fsutil": set(),
     "home": {"errors", "fsutil"},
-    "config": {"errors", "home"},
+    "dburl": set(),
+    "config": {"errors", "home", "dburl"},
     "issue": {"errors", "fsutil"},
     "render": {"errors", "fsutil", "issue"},
     "mail": {"errors", "config", "issue", "render"},
-    "store": {"errors"},
+    "store": {"errors", "dburl"},
     "audience": {"errors", "config", "fsutil", "mail", "store"},
     "send": {"errors", "config", "fsutil", "issue", "render", "mail", "audience", "store"},
     "web": {"errors", "config", "fsutil", "issue", "render", "mail", "audience", "store", "send"},
@@ -52,6 +55,7 @@ FENCES = {
     "click": (),
     "smtplib": ("mail/transport.py",),
     "sqlite3": ("store/",),
+    "psycopg": ("store/postgres.py",),
     "email_validator": ("mail/addresses.py",),
     "starlette": ("web/",),
     "uvicorn": ("web/server.py",),

@@ -74,7 +74,8 @@ class Matcher:
 
     def __init__(self, settings: Settings) -> None:
         self.keys = settings.verify_keys
-        self.store = Store(settings.db_path, create=False) if settings.db_path.exists() else None
+        known = Store.exists(settings.database)
+        self.store = Store(settings.database, create=False) if known else None
 
     def close(self) -> None:
         if self.store is not None:
@@ -238,7 +239,7 @@ def process(
     not yet moved is applied again as nothing (each is recorded by its content)."""
     result = Processed()
     matcher = Matcher(settings)
-    store = Store(settings.db_path, wait=settings.db_wait)
+    store = Store(settings.database, wait=settings.db_wait)
     try:
         imap = parse_source(str(source))
         pending = imap_messages(imap, settings) if imap else messages(Path(source), True)

@@ -836,8 +836,8 @@ def run_send(
     list_name = options.list_name or ""
     templates = message_templates(settings, plan.prepared)
     with (
-        SendLock(settings.db_path, settings.db_wait) as lock,
-        Store(settings.db_path, wait=settings.db_wait) as store,
+        SendLock(settings.database, settings.db_wait) as lock,
+        Store(settings.database, wait=settings.db_wait) as store,
     ):
         firsts, notes = _first_connections(relays, settings, options)
 
@@ -865,7 +865,7 @@ def run_send(
             close_firsts()
             raise
         try:
-            book = DeliveryLog(settings.db_path, plan.issue, settings.db_wait)
+            book = DeliveryLog(settings.database, plan.issue, settings.db_wait)
         except BaseException:
             close_firsts()
             raise

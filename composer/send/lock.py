@@ -12,6 +12,8 @@ that names it:
   pid no longer running the same process) is taken over at once; one from
   another host only when it expires (a minute after its holder stopped
   renewing it).
+
+On PostgreSQL there is no file to lock: the lease alone guards the send.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from composer.errors import ComposerError, SendError
-from composer.store.connection import DEFAULT_WAIT
+from composer.store.connection import DEFAULT_WAIT, Target
 from composer.store.database import Lease, Store
 
 log = logging.getLogger(__name__)
@@ -46,15 +49,17 @@ def _start_time(pid: int) -> str | None:
 
 
 def _identity() -> str:
+    """host:pid:process start time:a nonce of this lock (two locks taken in one
+    process are two holders: on PostgreSQL no file lock tells them apart)."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}:{secrets.token_hex(4)}"
 
 
 def _abandoned(lease: Lease) -> bool:
     """A lease from this host whose process is no longer running."""
     if lease.host != socket.gethostname():
         return False
-    start = lease.holder.rsplit(":", 1)[-1]
+    start = lease.holder.split(":")[2] if lease.holder.count(":") >= 2 else ""
     return _start_time(lease.pid) != start
 
 
@@ -63,10 +68,12 @@ def _describe(lease: Lease) -> str:
 
 
 class SendLock:
-    def __init__(self, db_path: Path, wait: float = DEFAULT_WAIT, ttl: float = TTL) -> None:
-        self.db_path = db_path
-        real = Path(os.path.realpath(db_path))
-        self.path = real.with_name(real.name + ".send.lock")
+    def __init__(self, database: Target, wait: float = DEFAULT_WAIT, ttl: float = TTL) -> None:
+        self.database = database
+        self.path: Path | None = None
+        if isinstance(database, Path):
+            real = Path(os.path.realpath(database))
+            self.path = real.with_name(real.name + ".send.lock")
         self.wait = wait
         self.ttl = ttl
         self.holder = _identity()
@@ -77,27 +84,15 @@ class SendLock:
 
     def _refuse(self, who: str) -> SendError:
         return SendError(
-            f"another `newsletter send` ({who}) is running on {self.db_path}; wait for it "
+            f"another `newsletter send` ({who}) is running on {self.database}; wait for it "
             "to finish or stop it (Ctrl-C), then run send again"
         )
 
     def __enter__(self) -> SendLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+")
+        if self.path is not None:
+            self._lock_file(self.path)
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            pid = f.read().strip() or "?"
-            f.close()
-            raise self._refuse(f"pid {pid}") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self._file = f
-        try:
-            with Store(self.db_path, wait=self.wait) as store:
+            with Store(self.database, wait=self.wait) as store:
                 held = store.take_lease(
                     LEASE, self.holder, socket.gethostname(), os.getpid(), self.ttl, _abandoned
                 )
@@ -111,16 +106,32 @@ class SendLock:
         self._renewer.start()
         return self
 
+    def _lock_file(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = path.open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise self._refuse(f"pid {pid}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+
     def _renew(self) -> None:
         try:
-            with Store(self.db_path, wait=self.ttl / 2) as store:
+            with Store(self.database, wait=self.ttl / 2) as store:
                 while not self._stop.wait(self.ttl / 4):
                     if not store.renew_lease(LEASE, self.holder, self.ttl):
-                        log.error("the send lease on %s was taken over", self.db_path)
+                        log.error("the send lease on %s was taken over", self.database)
                         self.lost.set()
                         return
         except Exception as exc:  # noqa: BLE001 - reported through self.lost
-            log.error("cannot renew the send lease on %s: %s", self.db_path, exc)
+            log.error("cannot renew the send lease on %s: %s", self.database, exc)
             self.lost.set()
 
     def __exit__(self, *exc: object) -> None:
@@ -129,10 +140,10 @@ class SendLock:
             self._renewer.join()
         try:
             if not self.lost.is_set():
-                with Store(self.db_path, wait=min(self.wait, 5.0)) as store:
+                with Store(self.database, wait=min(self.wait, 5.0)) as store:
                     store.release_lease(LEASE, self.holder)
         except ComposerError as exc:  # it expires by itself; our process being gone frees it
-            log.warning("could not release the send lease on %s: %s", self.db_path, exc)
+            log.warning("could not release the send lease on %s: %s", self.database, exc)
         finally:
             self._unlock()
 
@@ -144,16 +155,16 @@ class SendLock:
 
     def held(self) -> bool:
         """Whether a send is running now (without taking anything)."""
-        if self.path.exists():
+        if self.path is not None and self.path.exists():
             with self.path.open("a+") as f:
                 try:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     return True
                 fcntl.flock(f, fcntl.LOCK_UN)
-        if not self.db_path.exists():
+        if not Store.exists(self.database):
             return False
-        with contextlib.suppress(Exception), Store(self.db_path, create=False) as store:
+        with contextlib.suppress(Exception), Store(self.database, create=False) as store:
             lease = store.lease(LEASE)
             return lease is not None and lease.expires > time.time() and not _abandoned(lease)
         return False

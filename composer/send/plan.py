@@ -72,10 +72,10 @@ def plan_send(spec: str, settings: Settings, options: SendOptions) -> SendPlan:
             [*map(str, prepared.errors), f"{loaded.path}: fix these errors before sending"]
         )
     slug = prepared.slug
-    with Store(settings.db_path, wait=settings.db_wait) as store:
+    with Store(settings.database, wait=settings.db_wait) as store:
         if options.list_name and not store.list_exists(options.list_name):
             raise SendError(
-                f"no list named {options.list_name!r} in {settings.db_path}; "
+                f"no list named {options.list_name!r} in {settings.database}; "
                 "see `newsletter subscribers count --list NAME`"
             )
         record = store.send_record(slug)
@@ -152,7 +152,7 @@ def dry_run(plan: SendPlan, settings: Settings, options: SendOptions) -> DryRun:
     template = message_template(settings, plan.prepared)
     recipients = Recipients(settings, plan.issue, options.list_name or "")
     n = size = 0
-    with Store(settings.db_path, wait=settings.db_wait) as store:
+    with Store(settings.database, wait=settings.db_wait) as store:
         for d in store.unsent(plan.issue, options.list_name):
             if options.limit is not None and n >= options.limit:
                 break

@@ -47,11 +47,11 @@ def status(spec: str, settings: Settings) -> IssueStatus:
     """The delivery log of an issue. Rows a stopped run left in flight are
     shown as in doubt (they are, and the next send records them so)."""
     slug = issue_slug(spec)
-    running = SendLock(settings.db_path).held()
-    with Store(settings.db_path, create=False) as store:
+    running = SendLock(settings.database).held()
+    with Store(settings.database, create=False) as store:
         if store.send_record(slug) is None:
             raise SendError(
-                f"issue {slug} has not been sent from {settings.db_path}: nothing "
+                f"issue {slug} has not been sent from {settings.database}: nothing "
                 f"to show; send it with `newsletter send {slug}`"
             )
         counts = store.counts(slug)

@@ -97,7 +97,7 @@ class Mailer:
     # -- the thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        store = Store(self.settings.db_path, wait=30.0)
+        store = Store(self.settings.database, wait=30.0)
         signups = Signups(store)
         try:
             while not self._stop.is_set():

@@ -1,4 +1,5 @@
-"""Opening SQLite, and waiting for a database another process holds locked.
+"""Opening the database (a SQLite file, or PostgreSQL: ``store.postgres``), and
+waiting for a database another process holds locked.
 
 Every connection runs in WAL mode with ``synchronous=FULL``: a committed
 transaction survives a crash of the process *and* a power loss. With
@@ -21,7 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from composer.dburl import DatabaseURL
 from composer.errors import StoreError
+from composer.store import postgres
+from composer.store.postgres import PgConnection
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,33 @@ _QUIET_WAIT = 5.0  # seconds of waiting before saying so
 T = TypeVar("T")
 
 
-def connect(path: Path) -> sqlite3.Connection:
+# Where the database is: a SQLite file, or a PostgreSQL server (store.postgres).
+Target = Path | DatabaseURL
+Connection = sqlite3.Connection | PgConnection
+
+
+def connect(target: Target) -> Connection:
+    if isinstance(target, DatabaseURL):
+        return postgres.connect(target)
+    return connect_sqlite(target)
+
+
+def dialect(db: Connection) -> str:
+    """The engine: "sqlite" or "postgresql"."""
+    return getattr(db, "dialect", "sqlite")
+
+
+def sync_ids(db: Connection, table: str) -> None:
+    """After rows were inserted with ids of our choosing: PostgreSQL's identity
+    sequence is moved past them (SQLite numbers from the largest id by itself)."""
+    if dialect(db) == "postgresql":
+        db.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+            f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
+        )
+
+
+def connect_sqlite(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(
         path, isolation_level=None, timeout=_BUSY_STEP_MS / 1000, check_same_thread=False
     )
@@ -47,7 +77,7 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
 
 
-def with_wait(path: Path, wait: float, attempt: Callable[[], T]) -> T:
+def with_wait(path: Target, wait: float, attempt: Callable[[], T]) -> T:
     """``attempt()``, tried again while the database is locked, for up to ``wait`` s."""
     started = time.monotonic()
     deadline = started + wait

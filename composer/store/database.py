@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import StoreError
-from composer.store.connection import DEFAULT_WAIT, connect, with_wait
+from composer.store.connection import (
+    DEFAULT_WAIT,
+    Connection,
+    Target,
+    connect,
+    dialect,
+    sync_ids,
+    with_wait,
+)
 from composer.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -113,31 +121,65 @@ class Delivery:
     language: str = ""  # picks the edition
 
 
+def _has_schema(db: Connection) -> bool:
+    """Whether a PostgreSQL database holds a newsletter (its migrations table)."""
+    return bool(
+        db.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_migrations' "
+            "AND table_schema = current_schema()"
+        ).fetchone()
+    )
+
+
 class Store:
     """One connection to the newsletter's database."""
 
-    def __init__(self, path: Path, create: bool = True, wait: float = DEFAULT_WAIT) -> None:
+    def __init__(self, path: Target, create: bool = True, wait: float = DEFAULT_WAIT) -> None:
         """Open (and migrate) the database; ``create=False`` refuses to make a new one,
         for commands that only read: a missing database is then a clear error.
         ``wait``: how long to wait for a database another process holds locked."""
         self.path = path
         self.wait = wait
         self._list_ids: dict[str, int] = {}
-        if not create and not path.exists():
+        if not create and isinstance(path, Path) and not path.exists():
             raise StoreError(
                 f"{path}: no database yet (nothing imported or sent from this "
                 "newsletter); add subscribers with `newsletter subscribers "
                 "import FILE`"
             )
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(path, Path):
+                path.parent.mkdir(parents=True, exist_ok=True)
             self.db = connect(path)
-            with_wait(path, wait, lambda: self.db.execute("PRAGMA journal_mode=WAL"))
+            self.dialect = dialect(self.db)
+            if self.dialect == "sqlite":
+                with_wait(path, wait, lambda: self.db.execute("PRAGMA journal_mode=WAL"))
+            elif not create and not _has_schema(self.db):
+                self.db.close()
+                raise StoreError(
+                    f"{path}: no database yet (no newsletter in it: nothing imported or sent); "
+                    "add subscribers with `newsletter subscribers import FILE`, or copy a "
+                    "newsletter in with `newsletter db migrate-to`"
+                )
             self.migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
         except OSError as exc:
             raise StoreError(f"{path}: cannot create the database: {exc.strerror}") from None
+
+    @staticmethod
+    def exists(target: Target) -> bool:
+        """Whether ``target`` holds a newsletter already (without making one)."""
+        if isinstance(target, Path):
+            return target.exists()
+        try:
+            db = connect(target)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{target}: cannot open the database: {exc}") from None
+        try:
+            return _has_schema(db)
+        finally:
+            db.close()
 
     def close(self) -> None:
         self.db.close()
@@ -151,7 +193,7 @@ class Store:
     # -- plumbing ---------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any error; a locked database
         is waited for (``self.wait``)."""
         try:
@@ -182,15 +224,27 @@ class Store:
             raise StoreError(f"{self.path}: {exc}") from None
 
     def migrate(self) -> int:
-        """Apply the migrations not yet applied; return the schema version."""
-        with_wait(
-            self.path,
-            self.wait,
-            lambda: self.db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-            ),
-        )
+        """Apply the migrations not yet applied; return the schema version. A new
+        database's first table is made under the write lock: two processes that
+        open it at once (``serve``'s threads) must not both make it."""
+        if self.dialect == "postgresql":
+            present = _has_schema(self.db)
+        else:
+            present = bool(
+                with_wait(
+                    self.path,
+                    self.wait,
+                    lambda: self.db.execute(
+                        "SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'"
+                    ).fetchone(),
+                )
+            )
+        if not present:
+            with self.transaction() as db:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations "
+                    "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+                )
         done = {row[0] for row in self.db.execute("SELECT version FROM schema_migrations")}
         if len(done) > len(MIGRATIONS):
             raise StoreError(
@@ -201,6 +255,10 @@ class Store:
             if version in done:
                 continue
             with self.transaction() as db:
+                if db.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                ).fetchone():
+                    continue  # another process applied it while we waited for the lock
                 for statement in step.statements:
                     db.execute(statement)
                 db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now_iso()))
@@ -209,14 +267,14 @@ class Store:
 
     # -- subscribers ----------------------------------------------------------
 
-    def list_id(self, db: sqlite3.Connection, name: str) -> int:
+    def list_id(self, db: Connection, name: str) -> int:
         db.execute("INSERT OR IGNORE INTO lists (name) VALUES (?)", (name,))
         row = db.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
         return int(row[0])
 
     def upsert_many(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         rows: list[tuple[str, str, str, dict[str, Any] | str, list[str], str | None]],
         stamp: str,
     ) -> list[str]:
@@ -283,6 +341,8 @@ class Store:
                 if v[0] >= first_new
             ),
         )
+        if next_id >= first_new:
+            sync_ids(db, "subscribers")
         db.executemany(
             "UPDATE subscribers SET name = ?, language = ?, attributes = ?, updated_at = ?, "
             "status_changed_at = CASE WHEN status = ? THEN status_changed_at ELSE ? END, "
@@ -296,7 +356,7 @@ class Store:
             )
         return outcomes
 
-    def _list_id(self, db: sqlite3.Connection, name: str) -> int:
+    def _list_id(self, db: Connection, name: str) -> int:
         """``list_id``, remembered for this connection (lists are never renamed)."""
         if name not in self._list_ids:
             self._list_ids[name] = self.list_id(db, name)
@@ -304,7 +364,7 @@ class Store:
 
     def upsert(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         email: str,
         name: str,
         language: str,
@@ -326,7 +386,8 @@ class Store:
         if row is None:
             cur = db.execute(
                 "INSERT INTO subscribers (email, name, status, language, attributes, "
-                "created_at, updated_at, status_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, updated_at, status_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING id",
                 (
                     email,
                     name,
@@ -338,7 +399,7 @@ class Store:
                     stamp,
                 ),
             )
-            sid, outcome = int(cur.lastrowid or 0), "added"
+            sid, outcome = int(cur.fetchone()[0]), "added"
         else:
             sid, old_status = int(row[0]), row[1]
             merged = {**json.loads(row[4] or "{}"), **attributes}
@@ -379,7 +440,7 @@ class Store:
                 self._set_status(db, int(row[0]), status, detail)
         return self.subscriber(email)
 
-    def _set_status(self, db: sqlite3.Connection, sid: int, status: str, detail: str) -> None:
+    def _set_status(self, db: Connection, sid: int, status: str, detail: str) -> None:
         stamp = now_iso()
         db.execute(
             "UPDATE subscribers SET status = ?, status_changed_at = ?, updated_at = ? WHERE id = ?",
@@ -446,7 +507,7 @@ class Store:
         return None
 
     @staticmethod
-    def _soft_streak(db: sqlite3.Connection, sid: int, limit: int, days: float) -> bool:
+    def _soft_streak(db: Connection, sid: int, limit: int, days: float) -> bool:
         """Whether the subscriber's last ``limit`` issues sent all soft-bounced,
         the first and the last of those bounces at least ``days`` apart (no
         successful delivery between: an issue sent without a bounce breaks it)."""
@@ -775,7 +836,7 @@ class Store:
                 "SELECT language, count(*) FROM (SELECT s.language AS language "
                 + audience
                 + tail
-                + ") GROUP BY language",
+                + ") AS audience GROUP BY language",
                 [issue, *args, *([limit] if limit is not None else [])],
             )
         }

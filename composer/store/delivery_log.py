@@ -28,10 +28,9 @@ import os
 import queue
 import sqlite3
 import threading
-from pathlib import Path
 
 from composer.errors import StoreError
-from composer.store.connection import DEFAULT_WAIT, connect, with_wait
+from composer.store.connection import DEFAULT_WAIT, Target, connect, with_wait
 from composer.store.database import now_iso
 
 # (subscriber id, state, server reply, attempts, next attempt at, new subscriber status)
@@ -44,7 +43,7 @@ Record = tuple[Outcome | None, int | None, str]
 class DeliveryLog:
     """The delivery log of one issue's send (one thread's)."""
 
-    def __init__(self, path: Path, issue: str, wait: float = DEFAULT_WAIT) -> None:
+    def __init__(self, path: Target, issue: str, wait: float = DEFAULT_WAIT) -> None:
         self.path = path
         self.issue = issue
         self.wait = wait

@@ -15,11 +15,11 @@ starts again.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from composer.store.connection import Connection
 from composer.store.database import Store, Subscriber, now_iso
 
 
@@ -116,10 +116,10 @@ class Signups:
             cur = db.execute(
                 "INSERT INTO signups (kind, email, name, language, lists, lists_shown, "
                 "consent_text, ip, user_agent, page, created_at, created) "
-                "VALUES ('signup', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES ('signup', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (*self._values(r), now_iso(), now),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     @staticmethod
     def _values(r: Request) -> tuple[str, ...]:
@@ -193,7 +193,7 @@ class Signups:
             return None
         return subscriber, first
 
-    def _activate(self, db: sqlite3.Connection, signup: Signup) -> int:
+    def _activate(self, db: Connection, signup: Signup) -> int:
         stamp = now_iso()
         row = db.execute(
             "SELECT id, status FROM subscribers WHERE email = ?", (signup.email,)
@@ -201,10 +201,10 @@ class Signups:
         if row is None:
             cur = db.execute(
                 "INSERT INTO subscribers (email, name, status, language, created_at, "
-                "updated_at, status_changed_at) VALUES (?, ?, 'active', ?, ?, ?, ?)",
+                "updated_at, status_changed_at) VALUES (?, ?, 'active', ?, ?, ?, ?) RETURNING id",
                 (signup.email, signup.name, signup.language, stamp, stamp, stamp),
             )
-            sid = int(cur.lastrowid or 0)
+            sid = int(cur.fetchone()[0])
             db.execute(
                 "INSERT INTO events (subscriber_id, kind, detail, at) VALUES (?, ?, ?, ?)",
                 (sid, "active", f"confirmed sign-up {signup.id}", stamp),

@@ -382,7 +382,7 @@ def serve_app(settings: Settings) -> ASGIApp:
         claim = verify(settings.verify_keys, request.path_params["token"])
         if claim is None:
             return page(*INVALID_LINK, status=400)
-        with Store(settings.db_path) as store:
+        with Store(settings.database) as store:
             subscriber = store.subscriber_by_id(claim.subscriber_id)
         words = _words(subscriber.language if subscriber else "")
         if subscriber is None or subscriber.status != "active":
@@ -410,7 +410,7 @@ def serve_app(settings: Settings) -> ASGIApp:
                 status=400,
             )
         detail = "one-click" + (f" (list {claim.list_name})" if claim.list_name else "")
-        with Store(settings.db_path) as store:
+        with Store(settings.database) as store:
             store.unsubscribe_id(claim.subscriber_id, detail)
             subscriber = store.subscriber_by_id(claim.subscriber_id)
         words = _words(subscriber.language if subscriber else "")

@@ -99,9 +99,9 @@ class Entry:
 
 
 def sent_slugs(settings: Settings) -> set[str]:
-    if not settings.db_path.exists():
+    if not Store.exists(settings.database):
         return set()
-    with Store(settings.db_path) as store:
+    with Store(settings.database) as store:
         return store.sent_issues()
 
 

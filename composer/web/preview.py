@@ -71,7 +71,7 @@ class PreviewState:
         if self.as_email is None:
             return recipients.sample(key), False
         address = normalise(self.as_email)
-        with Store(self.settings.db_path, create=False) as store:
+        with Store(self.settings.database, create=False) as store:
             subscriber = store.subscriber(address)
         if subscriber is None:
             raise ComposerError(

@@ -316,7 +316,7 @@ def signup_routes(
             now = time.time()
             made = None
             if not recent.full(record.ip, settings.signup_per_ip_hour, now):
-                with Store(settings.db_path, wait=30.0) as store:
+                with Store(settings.database, wait=30.0) as store:
                     made = Signups(store).request(
                         record, settings.signup_per_ip_hour, settings.signup_address_minutes, now
                     )
@@ -350,7 +350,7 @@ def signup_routes(
         signup_id = _claim(request)
         if signup_id is None:
             return invalid(o)
-        with Store(settings.db_path, wait=30.0) as store:
+        with Store(settings.database, wait=30.0) as store:
             found = Signups(store).get(signup_id)
         if found is None:
             return invalid(o)
@@ -378,7 +378,7 @@ def signup_routes(
         signup_id = _claim(request)
         if signup_id is None:
             return invalid(o)
-        with Store(settings.db_path, wait=30.0) as store:
+        with Store(settings.database, wait=30.0) as store:
             done = Signups(store).confirm(signup_id, _client(request))
         if done is None:
             return invalid(o)
@@ -407,7 +407,7 @@ def signup_routes(
         claim = verify(settings.verify_keys, request.path_params["token"])
         if claim is None:
             return None
-        with Store(settings.db_path, wait=30.0) as store:
+        with Store(settings.database, wait=30.0) as store:
             return store.subscriber_by_id(claim.subscriber_id)
 
     def preferences_page(o: Offer, s: Subscriber, token: str, saved: bool = False) -> Response:
@@ -481,7 +481,7 @@ def signup_routes(
             user_agent=request.headers.get("user-agent", ""),
             page=str(request.url.path)[:100],
         )
-        with Store(settings.db_path, wait=30.0) as store:
+        with Store(settings.database, wait=30.0) as store:
             updated = Signups(store).change(s.id, change)
         if updated is None:
             return _invalid_link()

@@ -9,7 +9,6 @@ import email.policy
 import mailbox
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.audience.test_bounce_scan import dsn
-from tests.helpers import pairs, run
+from tests.helpers import Database, pairs, run
 from tests.imap_server import ImapServer
 from tests.send.test_send import add_subscribers, use
 from tests.smtp_server import Handler, Received, running
@@ -128,7 +127,7 @@ def test_bounces_stop_mail_to_dead_and_complaining_addresses_only(
             path.read_bytes()
         )
     run("bounces", "process", "bounce-mail")
-    db = sqlite3.connect(newsletter_home / "newsletter.db")
+    db = Database(newsletter_home)
     assert db.execute("SELECT count(*) FROM bounces").fetchone()[0] == 5
     db.close()
     # What the editor sees: bounces by kind, the complaint rate, per provider.
@@ -188,7 +187,7 @@ def test_processing_survives_kill_9_at_any_moment(
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert run("bounces", "process", "many").exit_code == 0
-    db = sqlite3.connect(newsletter_home / "newsletter.db")
+    db = Database(newsletter_home)
     rows = db.execute("SELECT count(*), count(DISTINCT message) FROM bounces").fetchone()
     db.close()
     assert rows == (300, 300)  # each message applied exactly once

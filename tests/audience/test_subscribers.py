@@ -6,6 +6,8 @@ import csv
 import tracemalloc
 from pathlib import Path
 
+import pytest
+
 from composer.audience.subscribers import import_csv
 from composer.store.database import Store
 from tests.helpers import run
@@ -148,6 +150,7 @@ def test_export_to_a_file(newsletter_home: Path) -> None:
     assert rows[0]["name"] == "A, with comma"
 
 
+@pytest.mark.sqlite_only
 def test_a_broken_database_file_is_a_clear_error(newsletter_home: Path) -> None:
     (newsletter_home / "newsletter.db").write_bytes(b"this is not a database" * 100)
     result = run("subscribers", "count")

@@ -6,7 +6,11 @@ import email
 import email.policy
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import run
+
+pytestmark = pytest.mark.no_database
 
 
 def test_build_writes_html_text_and_eml(newsletter_home: Path) -> None:

@@ -47,6 +47,7 @@ def test_verbose_anywhere_shows_our_log_lines_only() -> None:
     assert " DEBUG " not in quiet.stderr
 
 
+@pytest.mark.sqlite_only
 def test_the_newsletter_folder_is_found_from_below_or_named(
     newsletter_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

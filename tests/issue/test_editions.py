@@ -12,6 +12,8 @@ from composer.issue.editions import choose, is_rtl, merge
 from composer.issue.load import load_issue
 from tests.helpers import add_edition, bilingual_seed, run
 
+pytestmark = pytest.mark.no_database
+
 SEED = Path("issues/2025-04-16.yaml")
 
 

@@ -13,6 +13,8 @@ from composer.issue.load import MAX_TEXT_CHARS, parse_issue
 from tests.conftest import SEED_ISSUE
 from tests.helpers import run
 
+pytestmark = pytest.mark.no_database
+
 PATH = Path("issues/2025-04-16.yaml")
 LAUGHS = (
     "\n".join(

@@ -10,6 +10,8 @@ import pytest
 from tests.conftest import REPO
 from tests.helpers import run, write_issue
 
+pytestmark = pytest.mark.no_database
+
 
 def test_check_seed_passes_with_warnings() -> None:
     result = run("check", "2025-04-16")

@@ -11,6 +11,8 @@ import pytest
 
 from composer.mail.bounces import KINDS, classify, phase_of, read_bounce
 
+pytestmark = pytest.mark.no_database
+
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bounces"
 
 

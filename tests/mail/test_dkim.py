@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from composer.mail.dkim import _canonical_body
 from composer.mail.message import _Form, fold_lines
+
+pytestmark = pytest.mark.no_database
 
 statics = st.lists(
     st.text(alphabet=st.sampled_from(list("ab .\t\r\n")), max_size=12).map(

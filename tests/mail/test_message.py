@@ -18,6 +18,8 @@ from composer.mail.message import MessageTemplate, Recipient, header_text, mailb
 from composer.render.pipeline import render_issue
 from tests.conftest import SEED_ISSUE
 
+pytestmark = pytest.mark.no_database
+
 RENDERED = render_issue(load_issue(SEED_ISSUE))
 TEMPLATE = MessageTemplate(
     RENDERED,

@@ -14,7 +14,7 @@ from composer.render.themes import bundled_themes
 from tests.conftest import ARTIFACTS, NEEDS_BROWSER, SEED_ISSUE
 from tests.helpers import DATA, run
 
-pytestmark = NEEDS_BROWSER
+pytestmark = [pytest.mark.no_database, *NEEDS_BROWSER]
 
 ISSUES = {
     "seed": (SEED_ISSUE, "2025-04-16"),

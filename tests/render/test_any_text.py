@@ -14,6 +14,7 @@ from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,8 @@ from composer.errors import IssueError
 from composer.mail.message import clean
 from composer.send.prepare import message_template, prepare
 from composer.send.recipients import Recipients
+
+pytestmark = pytest.mark.no_database
 
 # What the parsers on the way treat specially: Markdown, Jinja, YAML, HTML, MIME
 # headers (encoded words, quoting, folding), bidirectional text and emoji.

@@ -7,11 +7,14 @@ import re
 from pathlib import Path
 
 import lxml.html
+import pytest
 
 from composer.issue.load import load_issue, parse_issue
 from composer.render.pipeline import render_issue
 from tests.conftest import SEED_ISSUE
 from tests.helpers import DATA, run, seed_with_more_links, write_issue
+
+pytestmark = pytest.mark.no_database
 
 RELEASE_NOTES = DATA / "release-notes.yaml"
 

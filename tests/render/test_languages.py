@@ -20,6 +20,8 @@ from composer.render.text import LRM, RLM
 from composer.render.themes import bundled_root
 from tests.helpers import DATA, run, write_issue
 
+pytestmark = pytest.mark.no_database
+
 ARABIC = DATA / "arabic-issue.yaml"
 
 

@@ -20,6 +20,8 @@ from composer.send.prepare import message_template, prepare
 from composer.send.recipients import Recipients
 from tests.conftest import REPO, SEED_ISSUE, normalise, seed_content_lines
 
+pytestmark = pytest.mark.no_database
+
 
 @pytest.fixture(scope="module")
 def rendered():  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ARTIFACTS, NEEDS_BROWSER
 from tests.helpers import run
 
-pytestmark = NEEDS_BROWSER
+pytestmark = [pytest.mark.no_database, *NEEDS_BROWSER]
 
 
 def _columns(page) -> Any:  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run
+from tests.helpers import Database, run
 from tests.send.test_send import add_subscribers, counts, use
 
 
@@ -149,7 +148,7 @@ def test_replies_arriving_a_byte_at_a_time_and_over_several_lines(
     assert sorted(r for _, r in log.delivered) == addresses
     assert counts(newsletter_home) == {"sent": 8}
     # The log keeps the whole reply to the end of data, its lines joined.
-    db = sqlite3.connect(newsletter_home / "newsletter.db")
+    db = Database(newsletter_home)
     try:
         replies = {r for (r,) in db.execute("SELECT reply FROM deliveries")}
     finally:

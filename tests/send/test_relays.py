@@ -4,7 +4,6 @@ others, nobody skipped and no duplicate beyond the messages in doubt."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run
+from tests.helpers import Database, run
 from tests.send.test_send import add_subscribers, counts, use
 from tests.smtp_server import Handler, free_port, running
 
@@ -55,7 +54,7 @@ def delivered(*handlers: Handler) -> Counter[str]:
 
 
 def by_relay(home: Path) -> dict[str, int]:
-    db = sqlite3.connect(home / "newsletter.db")
+    db = Database(home)
     try:
         return dict(
             db.execute(
@@ -130,7 +129,7 @@ def test_a_relay_that_stops_answering_mid_send_loses_nobody(
     in_doubt = final.get("in_doubt", 0)
     assert final.get("sent", 0) + in_doubt == 120 and in_doubt <= 2  # second's connections
     total = delivered(a, b)
-    db = sqlite3.connect(newsletter_home / "newsletter.db")
+    db = Database(newsletter_home)
     try:
         doubtful = {
             e

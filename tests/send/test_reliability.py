@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,23 +16,37 @@ import pytest
 from composer.mail.replies import classify, enhanced_code
 from composer.send.lock import SendLock
 from composer.store.database import Store
-from tests.helpers import run
+from composer.store.postgres import WRITE_LOCK
+from tests.helpers import Database, database_target, run
 from tests.send.test_resume import _env, _start_send, _wait_for
 from tests.send.test_send import add_subscribers, counts, use
 from tests.smtp_server import Handler, free_port, running
 
 
 @contextlib.contextmanager
-def _locked(db: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
-    """Another process holds the database's write lock (BEGIN EXCLUSIVE) for a while."""
-    code = (
-        "import sqlite3, sys, time\n"
-        "db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
-        "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True)\n"
-        "time.sleep(float(sys.argv[2])); db.execute('COMMIT')\n"
-    )
+def _locked(home: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
+    """Another process holds the database's write lock for a while: SQLite's
+    (BEGIN EXCLUSIVE), or on PostgreSQL the lock every writer takes."""
+    target = database_target(home)
+    if isinstance(target, Path):
+        code = (
+            "import sqlite3, sys, time\n"
+            "db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+            "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True)\n"
+            "time.sleep(float(sys.argv[2])); db.execute('COMMIT')\n"
+        )
+        where = str(target)
+    else:
+        code = (
+            "import psycopg, sys, time\n"
+            "db = psycopg.connect(sys.argv[1], autocommit=True)\n"
+            "db.execute('BEGIN')\n"
+            f"db.execute('SELECT pg_advisory_xact_lock({WRITE_LOCK})'); print('locked', flush=True)\n"
+            "time.sleep(float(sys.argv[2])); db.execute('COMMIT')\n"
+        )
+        where = target.url
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(db), str(seconds)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, where, str(seconds)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
     try:
@@ -50,7 +63,7 @@ def test_a_database_locked_too_long_stops_the_send_cleanly(newsletter_home: Path
         env = {**server.env(), "NEWSLETTER_DB_WAIT": "1"}
         proc = _start_send(newsletter_home, env, "--rate", "40", "--connections", "2")
         _wait_for(handler, 5, proc)
-        with _locked(newsletter_home / "newsletter.db", 6):
+        with _locked(newsletter_home, 6):
             out, err = proc.communicate(timeout=60)  # never a hang
         assert proc.returncode == 1, err
         assert "is locked by another process; waiting up to 1 s" in err
@@ -79,7 +92,7 @@ def test_a_database_locked_for_a_while_is_waited_for(newsletter_home: Path) -> N
             newsletter_home, {**server.env(), "NEWSLETTER_DB_WAIT": "60"}, "--rate", "20"
         )
         _wait_for(handler, 3, proc)
-        with _locked(newsletter_home / "newsletter.db", 7):
+        with _locked(newsletter_home, 7):
             out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "is locked by another process; waiting up to 60 s" in err
@@ -127,6 +140,7 @@ def test_a_full_outbox_disk_stops_cleanly_and_resumes(
         subprocess.run(["umount", "-l", str(outbox)], check=False)
 
 
+@pytest.mark.sqlite_only
 def test_two_paths_to_one_database_cannot_send_at_once(
     newsletter_home: Path, tmp_path: Path
 ) -> None:
@@ -160,7 +174,7 @@ def test_two_paths_to_one_database_cannot_send_at_once(
 
 
 def test_the_lease_inside_the_database_guards_other_machines(newsletter_home: Path) -> None:
-    db = newsletter_home / "newsletter.db"
+    db = database_target(newsletter_home)
     add_subscribers(1)
     with Store(db) as store:  # a send on another host holds the lease
         assert (
@@ -170,7 +184,7 @@ def test_the_lease_inside_the_database_guards_other_machines(newsletter_home: Pa
     refused = run("send", "2025-04-16", "--yes")
     assert refused.exit_code == 1 and "(pid 77 on elsewhere, since " in refused.stderr
     assert SendLock(db).held()
-    with sqlite3.connect(db) as raw:  # it stopped renewing: the lease expires
+    with Database(newsletter_home) as raw:  # it stopped renewing: the lease expires
         raw.execute("UPDATE leases SET expires = 0")
     assert not SendLock(db).held()
     assert run("send", "2025-04-16", "--yes").exit_code == 0

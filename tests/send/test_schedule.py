@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run
+from tests.helpers import Database, run
 from tests.send.test_send import add_subscribers, counts, use
 from tests.smtp_server import Handler, running
 
@@ -61,7 +60,7 @@ def test_a_scheduled_send_stopped_before_its_time_has_sent_and_written_nothing(
     assert proc.returncode == 130, err.decode()
     assert "nothing sent" in err.decode() and "Traceback" not in err.decode()
     assert not _outbox(newsletter_home)
-    db = sqlite3.connect(newsletter_home / "newsletter.db")
+    db = Database(newsletter_home)
     try:
         assert db.execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM sends").fetchone() == (0,)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import trustme
 
 from composer.send.lock import SendLock
 from composer.send.rate import RateLimiter
-from tests.helpers import pairs, run, write_issue
+from tests.helpers import Database, database_target, database_text, pairs, run, write_issue
 from tests.smtp_server import (
     Handler,
     Server,
@@ -306,14 +305,7 @@ def test_auth_failure_stops_and_never_shows_the_password(
     assert handler.received == []
     assert handler.auth_attempts == 2  # one AUTH per command: never PLAIN, then LOGIN too
     plain = base64.b64encode(f"\0editor\0{canary}".encode()).decode()
-    everything = (
-        result.output
-        + test_copy.output
-        + caplog.text
-        + (newsletter_home / "newsletter.db").read_bytes().decode("latin-1")
-    )
-    for wal in newsletter_home.glob("newsletter.db*"):
-        everything += wal.read_bytes().decode("latin-1")
+    everything = result.output + test_copy.output + caplog.text + database_text(newsletter_home)
     assert canary not in everything and plain not in everything
 
 
@@ -335,7 +327,7 @@ def test_many_failures_in_a_row_pause_the_run(
 
 def test_a_second_send_on_the_same_database_is_refused(newsletter_home: Path) -> None:
     add_subscribers(1)
-    with SendLock(newsletter_home / "newsletter.db"):
+    with SendLock(database_target(newsletter_home)):
         result = run("send", "2025-04-16", "--yes")
     assert result.exit_code == 1
     assert "Error: another `newsletter send` (pid " in result.stderr
@@ -464,7 +456,7 @@ def test_a_bad_address_in_the_database_fails_alone(
     monkeypatch: pytest.MonkeyPatch, newsletter_home: Path
 ) -> None:
     a = add_subscribers(3)
-    db = sqlite3.connect(newsletter_home / "newsletter.db")
+    db = Database(newsletter_home)
     db.execute(
         "UPDATE subscribers SET email = 'broken address@example.org' WHERE email = ?", (a[1],)
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import bilingual_seed, run
+from tests.helpers import Database, bilingual_seed, run
 from tests.servers import newsletter_server, raw_get
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -102,13 +102,12 @@ def test_serve_shows_each_edition_at_its_own_url(bilingual_sent: Path) -> None:
 
 
 def test_the_unsubscribe_pages_speak_the_subscribers_language(bilingual_sent: Path) -> None:
-    import sqlite3
 
     import httpx
 
     from composer.audience.tokens import sign
 
-    db = sqlite3.connect(bilingual_sent / "newsletter.db")
+    db = Database(bilingual_sent)
     try:
         (ana,) = db.execute("SELECT id FROM subscribers WHERE email = 'ana@example.org'").fetchone()
         db.execute("UPDATE subscribers SET language = 'ar' WHERE email = 'ben@example.org'")

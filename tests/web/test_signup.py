@@ -8,7 +8,6 @@ import contextlib
 import csv
 import io
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from composer.audience.tokens import sign, sign_claim
-from tests.helpers import run
+from tests.helpers import Database, run
 from tests.servers import newsletter_server
 from tests.smtp_server import Handler, Received, running
 
@@ -27,9 +26,9 @@ LINK_RE = re.compile(r"<(http://127\.0\.0\.1:\d+/confirm/[^>\s]+)>")
 
 
 def rows(home: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(home / "newsletter.db")
+    db = Database(home)
     try:
-        return db.execute(sql, args).fetchall()
+        return list(db.execute(sql, args).fetchall())
     finally:
         db.close()
 

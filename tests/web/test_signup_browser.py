@@ -5,11 +5,11 @@ pages pass axe (WCAG 2 A/AA)."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import ARTIFACTS, NEEDS_BROWSER
+from tests.helpers import Database
 from tests.web.test_signup import link_in, rows, signup_server, wait_for
 
 pytestmark = NEEDS_BROWSER
@@ -62,7 +62,7 @@ def test_a_reader_signs_up_confirms_in_the_browser_and_is_on_record(  # type: ig
         assert _axe(page) == []
         assert page.get_by_label("jobs").is_checked()
         page.close()
-    db = sqlite3.connect(newsletter_home / "newsletter.db")
+    db = Database(newsletter_home)
     try:
         assert db.execute("SELECT email, name, status FROM subscribers").fetchall() == [
             ("reader@example.org", "Rea Der", "active")

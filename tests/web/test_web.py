@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import mailbox
-import sqlite3
 import xml.etree.ElementTree as ET
 from email.message import EmailMessage
 from pathlib import Path
@@ -13,14 +12,14 @@ import httpx
 import pytest
 
 from composer.audience.tokens import sign
-from tests.helpers import run
+from tests.helpers import Database, run
 from tests.servers import newsletter_server, raw_get
 
 KEY = "test-secret-key"
 
 
 def status_of(home: Path, email: str) -> str:
-    db = sqlite3.connect(home / "newsletter.db")
+    db = Database(home)
     try:
         return str(
             db.execute("SELECT status FROM subscribers WHERE email = ?", (email,)).fetchone()[0]
@@ -30,7 +29,7 @@ def status_of(home: Path, email: str) -> str:
 
 
 def subscriber_id(home: Path, email: str) -> int:
-    db = sqlite3.connect(home / "newsletter.db")
+    db = Database(home)
     try:
         return int(db.execute("SELECT id FROM subscribers WHERE email = ?", (email,)).fetchone()[0])
     finally:
