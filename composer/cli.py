@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from composer.errors import ComposerError, IssueError
+from composer.errors import ComposerError, IssueError, StoreError
 
 if TYPE_CHECKING:
     from composer.config import Settings
@@ -445,8 +445,48 @@ def theme_list() -> None:
 
 # -- subscribers -------------------------------------------------------------
 
-subscribers_app = _command_group("subscribers", "Manage subscribers (in the SQLite database).")
+subscribers_app = _command_group("subscribers", "Manage subscribers (in the database).")
 bounces_app = _command_group("bounces", "Bounces and complaints: read what came back.")
+
+
+db_app = _command_group("db", "The database: copy a SQLite newsletter into PostgreSQL.")
+
+
+@db_app.command("migrate-to")
+def db_migrate_to(
+    url: Annotated[
+        str,
+        typer.Argument(help="postgresql://USER:PASSWORD@HOST:PORT/DATABASE (an empty database)."),
+    ],
+) -> None:
+    """Copy this newsletter's SQLite database into PostgreSQL, verified by counts.
+
+    One transaction: the target gets everything or nothing. The SQLite file is left
+    as it is (keep it as a backup); then set NEWSLETTER_DB to the URL.
+    """
+    from composer.dburl import DatabaseURL
+    from composer.send.lock import SendLock
+    from composer.store.copy import migrate_to
+
+    if not DatabaseURL.accepts(url):
+        raise typer.BadParameter(
+            "give a PostgreSQL URL: postgresql://USER:PASSWORD@HOST:PORT/DATABASE", param_hint="URL"
+        )
+    settings = _settings()
+    target = DatabaseURL(url)
+    with _errors():
+        source = settings.database
+        if not isinstance(source, Path):
+            raise StoreError(
+                f"NEWSLETTER_DB already names PostgreSQL ({source}); migrate-to copies from the "
+                "SQLite file: unset NEWSLETTER_DB (or set it to the file) and run again"
+            )
+        with SendLock(source, wait=5.0):  # no send adds deliveries meanwhile
+            copied = migrate_to(source, target)
+    for table, n in copied.rows.items():
+        typer.echo(f"  {table:<12} {n:>9,}")
+    typer.echo(f"copied {source} into {target}: verified, every table has as many rows")
+    typer.echo(f"next: set NEWSLETTER_DB={target} in .env (keep {source.name} as a backup)")
 
 
 @bounces_app.command("process")

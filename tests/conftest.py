@@ -67,6 +67,16 @@ def _postgres() -> postgres_server.PostgresServer:
     return _server
 
 
+@pytest.fixture
+def postgres_url() -> str:
+    """An empty PostgreSQL database of its own, on either run."""
+    if postgres_server.bindir() is None:
+        if postgres_server.REQUIRE_POSTGRES:
+            raise RuntimeError(postgres_server.MISSING)
+        pytest.skip(postgres_server.MISSING)
+    return _postgres().fresh_database()
+
+
 @pytest.fixture(autouse=True)
 def newsletter_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest

@@ -63,7 +63,7 @@ from composer.mail.transport import (
     Transport,
     make_transport,
 )
-from composer.send.lock import SendLock
+from composer.send.lock import SendLock, gone
 from composer.send.plan import SendOptions, SendPlan, by_edition
 from composer.send.prepare import message_templates
 from composer.send.rate import RateLimiter
@@ -80,6 +80,11 @@ POLICY_STREAK = 5
 FINAL_WAIT = 30.0  # seconds the last records may wait for a locked database
 REPORT_EVERY = 0.2  # seconds between progress reports (and the longest poll)
 BATCH = 500  # deliveries read from the database at a time
+# Sharing a send (PostgreSQL): claims are small, so that senders share the work to
+# its end and a sender that dies holds little; others are looked at this often.
+CLAIM_PER_LINK = 4
+REAP_EVERY = 2.0  # seconds between looks for senders that are gone
+OTHERS_EVERY = 0.5  # seconds between looks at what other senders still hold
 SHARE_WAIT = 0.005  # seconds a relay ahead of its share waits before looking again
 LEFT_EVERY = 0.5  # seconds between looks for subscribers who left during the send
 RELAY_REFUSES = (
@@ -163,8 +168,14 @@ class _Engine:
         list_name: str,
         relays: list[_Relay],
         total: int,
+        claimer: str = "",
     ) -> None:
         self.settings = settings
+        # Sharing the send with other senders (PostgreSQL): this one's lease holder,
+        # under which it claims deliveries; "" when it is the only sender.
+        self.claimer = claimer
+        self._reaped_at = 0.0
+        self.reaped = 0  # messages of senders that stopped, now in doubt
         self.options = options
         self.templates = templates  # by edition, the main one first
         self.template = template = next(iter(templates.values()))
@@ -646,6 +657,9 @@ class _Engine:
         if now - self._left_checked < LEFT_EVERY:
             return
         self._left_checked = now
+        if self.claimer and now - self._reaped_at >= REAP_EVERY:
+            self._reaped_at = now
+            self._reap(store)
         self._events, left = store.left_since(self._events)
         if not left:
             return
@@ -658,6 +672,9 @@ class _Engine:
                 future.cancel()
         self.progress.total -= before - len(self.queue)
 
+    def _reap(self, store: Store) -> None:
+        self.reaped += reap_gone(store, self.issue, self.claimer, self.notes)
+
     def _feed(self, store: Store, live: list[_Link]) -> None:
         """Keep the queue stocked: due deliveries in id order, then deferred ones as
         they come due (within max_wait)."""
@@ -668,20 +685,34 @@ class _Engine:
             return
         if not self._pass_done:
             if len(self.queue) < 2 * len(live) + 8:
-                batch = store.due(self.issue, self._after, time.time(), BATCH)
+                want = CLAIM_PER_LINK * len(live) + 8 if self.claimer else BATCH
+                batch = (
+                    store.claim(self.issue, self.claimer, time.time(), want)
+                    if self.claimer
+                    else store.due(self.issue, self._after, time.time(), want)
+                )
                 self.queue.extend(batch)
                 if self._pool is not None:
                     for d in batch:
                         self._built[d.subscriber_id] = self._pool.submit(self._build_now, d)
                 if batch:
                     self._after = batch[-1].subscriber_id
-                if len(batch) < BATCH:
+                if len(batch) < want:
                     self._pass_done = True
             return
         # The pass is over. Once every session is idle (all outcomes recorded), see
         # whether deferred messages come due soon enough to wait for.
         if self.queue or any(k.op != WORK for k in live) or time.monotonic() < self._feed_wake:
             return
+        if self.claimer:  # other senders still hold some: wait for them, or reap them
+            self._reap(store)
+            if store.claimed_elsewhere(self.issue, self.claimer):
+                self._pass_done = False
+                self._feed_wake = time.monotonic() + OTHERS_EVERY
+                return
+            if store.unclaimed(self.issue):  # given back by a sender that stopped
+                self._pass_done = False
+                return
         next_at = store.next_deferred_at(self.issue)
         if next_at is None:
             self._fed_all = True
@@ -743,6 +774,26 @@ class _Engine:
             if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
                 conn.on_readable()
         return finished
+
+
+def reap_gone(store: Store, issue: str, me: str, notes: list[str]) -> int:
+    """Senders of ``issue`` that are gone (see ``send.lock``): their in-flight
+    messages are in doubt, their claims go back to everyone. Returns how many
+    messages became in doubt; ``notes`` says whose."""
+    others = store.claimers(issue) - {me}
+    if not others:
+        return 0
+    live = {lease.holder for lease in store.senders() if not gone(lease)}
+    total = 0
+    for holder in sorted(others - live):
+        doubtful = store.reap(issue, holder)
+        log.warning("a sender of %s stopped (%s): its messages are taken over", issue, holder)
+        if doubtful:
+            notes.append(
+                f"{doubtful} message(s) in flight at a sender that stopped ({holder}) are in doubt"
+            )
+        total += doubtful
+    return total
 
 
 def _name(link: _Link) -> str:
@@ -836,7 +887,7 @@ def run_send(
     list_name = options.list_name or ""
     templates = message_templates(settings, plan.prepared)
     with (
-        SendLock(settings.database, settings.db_wait) as lock,
+        SendLock(settings.database, settings.db_wait, issue=plan.issue) as lock,
         Store(settings.database, wait=settings.db_wait) as store,
     ):
         firsts, notes = _first_connections(relays, settings, options)
@@ -846,8 +897,12 @@ def run_send(
                 if conn is not None:
                     conn.close()
 
+        claimer = lock.holder if lock.shared else ""
+        reaped_notes: list[str] = []
         try:
             settled = store.settle_interrupted(plan.issue)
+            if claimer:
+                settled += reap_gone(store, plan.issue, claimer, reaped_notes)
             store.drop_inactive(plan.issue)
             if options.resend_in_doubt:
                 store.requeue_in_doubt(plan.issue)
@@ -877,8 +932,9 @@ def run_send(
             list_name,
             relays,
             total["pending"] + total["deferred"],
+            claimer,
         )
-        engine.notes.extend(notes)
+        engine.notes.extend(notes + reaped_notes)
         interrupted = False
         try:
             engine.run(firsts, store, book, report, lock.lost)
@@ -894,6 +950,8 @@ def run_send(
         if report is not None:
             report(engine.progress)
         with contextlib.suppress(ComposerError):
+            if claimer:
+                store.release_claims(plan.issue, claimer)
             store.drop_inactive(plan.issue)  # unsubscribed while this run went on
             if engine.requeue:
                 store.requeue(plan.issue, engine.requeue)
@@ -907,7 +965,9 @@ def run_send(
             counts = dict.fromkeys(
                 ("pending", "sending", "sent", "deferred", "failed", "in_doubt"), 0
             )
-        left = engine.progress.in_doubt + (0 if options.resend_in_doubt else settled)
+        left = (
+            engine.progress.in_doubt + engine.reaped + (0 if options.resend_in_doubt else settled)
+        )
         return SendSummary(
             progress=engine.progress,
             elapsed=time.monotonic() - started,

@@ -13,7 +13,13 @@ that names it:
   another host only when it expires (a minute after its holder stopped
   renewing it).
 
-On PostgreSQL there is no file to lock: the lease alone guards the send.
+On PostgreSQL there is no file to lock, and a send is shared: any number of
+`send` processes, on any machines, send one issue together, each under a lease
+of its own (``sender ISSUE HOLDER``) and each mailing only the deliveries it
+claimed (``Store.claim``). A sender that is gone (its lease expired, or its
+process on this host no longer running) is reaped by the others: what it had
+in flight is in doubt, what it had claimed is theirs. Another issue waits until
+the senders of this one are done.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from composer.dburl import DatabaseURL
 from composer.errors import ComposerError, SendError
 from composer.store.connection import DEFAULT_WAIT, Target
 from composer.store.database import Lease, Store
@@ -67,9 +74,22 @@ def _describe(lease: Lease) -> str:
     return f"pid {lease.pid} on {lease.host}, since {lease.since}"
 
 
+def gone(lease: Lease) -> bool:
+    """A lease nobody holds any more: expired, or its process here has ended."""
+    return lease.expires <= time.time() or _abandoned(lease)
+
+
+def sender_issue(lease: Lease) -> str:
+    return lease.name.split(" ")[1] if lease.name.count(" ") >= 2 else ""
+
+
 class SendLock:
-    def __init__(self, database: Target, wait: float = DEFAULT_WAIT, ttl: float = TTL) -> None:
+    def __init__(
+        self, database: Target, wait: float = DEFAULT_WAIT, ttl: float = TTL, issue: str = ""
+    ) -> None:
         self.database = database
+        self.shared = isinstance(database, DatabaseURL) and bool(issue)
+        self.issue = issue
         self.path: Path | None = None
         if isinstance(database, Path):
             real = Path(os.path.realpath(database))
@@ -77,6 +97,7 @@ class SendLock:
         self.wait = wait
         self.ttl = ttl
         self.holder = _identity()
+        self.name = f"sender {issue} {self.holder}" if self.shared else LEASE
         self.lost = threading.Event()  # set if the lease was taken from us
         self._file: IO[str] | None = None
         self._stop = threading.Event()
@@ -93,18 +114,36 @@ class SendLock:
             self._lock_file(self.path)
         try:
             with Store(self.database, wait=self.wait) as store:
-                held = store.take_lease(
-                    LEASE, self.holder, socket.gethostname(), os.getpid(), self.ttl, _abandoned
-                )
+                held = self._other_issue(store) if self.shared else None
+                if held is None:
+                    held = store.take_lease(
+                        self.name,
+                        self.holder,
+                        socket.gethostname(),
+                        os.getpid(),
+                        self.ttl,
+                        _abandoned,
+                    )
         except BaseException:
             self._unlock()
             raise
         if held is not None:
             self._unlock()
-            raise self._refuse(_describe(held))
+            other = sender_issue(held)
+            raise self._refuse(_describe(held) + (f", sending {other}" if other else ""))
         self._renewer = threading.Thread(target=self._renew, name="send-lease", daemon=True)
         self._renewer.start()
         return self
+
+    def _other_issue(self, store: Store) -> Lease | None:
+        """A live sender of another issue (senders of one issue share the send)."""
+        exclusive = store.lease(LEASE)
+        if exclusive is not None and not gone(exclusive):
+            return exclusive
+        for lease in store.senders():
+            if sender_issue(lease) != self.issue and not gone(lease):
+                return lease
+        return None
 
     def _lock_file(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +165,7 @@ class SendLock:
         try:
             with Store(self.database, wait=self.ttl / 2) as store:
                 while not self._stop.wait(self.ttl / 4):
-                    if not store.renew_lease(LEASE, self.holder, self.ttl):
+                    if not store.renew_lease(self.name, self.holder, self.ttl):
                         log.error("the send lease on %s was taken over", self.database)
                         self.lost.set()
                         return
@@ -141,7 +180,7 @@ class SendLock:
         try:
             if not self.lost.is_set():
                 with Store(self.database, wait=min(self.wait, 5.0)) as store:
-                    store.release_lease(LEASE, self.holder)
+                    store.release_lease(self.name, self.holder)
         except ComposerError as exc:  # it expires by itself; our process being gone frees it
             log.warning("could not release the send lease on %s: %s", self.database, exc)
         finally:
@@ -165,6 +204,6 @@ class SendLock:
         if not Store.exists(self.database):
             return False
         with contextlib.suppress(Exception), Store(self.database, create=False) as store:
-            lease = store.lease(LEASE)
-            return lease is not None and lease.expires > time.time() and not _abandoned(lease)
+            leases = [store.lease(LEASE), *store.senders()]
+            return any(lease is not None and not gone(lease) for lease in leases)
         return False

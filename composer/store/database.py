@@ -712,14 +712,103 @@ class Store:
 
     def settle_interrupted(self, issue: str) -> int:
         """Rows left 'sending' by a run that died are in doubt: the message may
-        or may not have reached the server. Call only while holding the send lock."""
+        or may not have reached the server. Call only while holding the send lock.
+        (Rows a sender claimed are its own, settled by ``reap`` once it is gone.)"""
         with self.transaction() as db:
             return db.execute(
                 "UPDATE deliveries SET state = 'in_doubt', updated_at = ?, reply = "
                 "'the sending process stopped while this message was in flight' "
-                "WHERE issue = ? AND state = 'sending'",
+                "WHERE issue = ? AND state = 'sending' AND claimed_by = ''",
                 (now_iso(), issue),
             ).rowcount
+
+    # -- several senders of one issue (PostgreSQL) -----------------------------
+
+    def claim(self, issue: str, holder: str, now: float, limit: int) -> list[Delivery]:
+        """Up to ``limit`` due deliveries nobody holds, in id order, now held by the
+        sender ``holder``. Rows another sender is claiming at this instant are
+        skipped, not waited for (SKIP LOCKED): senders never queue behind each other."""
+        rows = self.query(
+            "WITH picked AS (SELECT d.subscriber_id FROM deliveries d JOIN subscribers s "
+            "ON s.id = d.subscriber_id WHERE d.issue = ? AND d.claimed_by = '' AND "
+            "(d.state = 'pending' OR (d.state = 'deferred' AND d.next_attempt_at <= ?)) "
+            "AND s.status = 'active' ORDER BY d.subscriber_id LIMIT ? "
+            "FOR UPDATE OF d SKIP LOCKED), "
+            "claimed AS (UPDATE deliveries AS d SET claimed_by = ? FROM picked p "
+            "WHERE d.issue = ? AND d.subscriber_id = p.subscriber_id "
+            "RETURNING d.subscriber_id, d.attempts) "
+            "SELECT c.subscriber_id, s.email, s.name, c.attempts, s.language FROM claimed c "
+            "JOIN subscribers s ON s.id = c.subscriber_id ORDER BY c.subscriber_id",
+            (issue, now, limit, holder, issue),
+        )
+        return [Delivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def claimers(self, issue: str) -> set[str]:
+        """The senders holding deliveries of ``issue``."""
+        return {
+            str(r[0])
+            for r in self.query(
+                "SELECT DISTINCT claimed_by FROM deliveries WHERE issue = ? AND claimed_by != ''",
+                (issue,),
+            )
+        }
+
+    def claimed_elsewhere(self, issue: str, holder: str) -> int:
+        """Deliveries of ``issue`` other senders hold (not yet recorded)."""
+        return int(
+            self.query(
+                "SELECT count(*) FROM deliveries WHERE issue = ? AND claimed_by != '' "
+                "AND claimed_by != ?",
+                (issue, holder),
+            )[0][0]
+        )
+
+    def unclaimed(self, issue: str) -> int:
+        """Pending deliveries of ``issue`` nobody holds (some a stopped sender held)."""
+        return int(
+            self.query(
+                "SELECT count(*) FROM deliveries WHERE issue = ? AND claimed_by = '' "
+                "AND state = 'pending'",
+                (issue,),
+            )[0][0]
+        )
+
+    def release_claims(self, issue: str, holder: str) -> int:
+        """What ``holder`` claimed and did not start goes back to everyone."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE deliveries SET claimed_by = '' WHERE issue = ? AND claimed_by = ? "
+                "AND state != 'sending'",
+                (issue, holder),
+            ).rowcount
+
+    def reap(self, issue: str, holder: str) -> int:
+        """A sender that is gone: what it had in flight is in doubt, what it had
+        claimed goes back to everyone, its lease is dropped. Returns how many
+        messages became in doubt."""
+        with self.transaction() as db:
+            doubtful = db.execute(
+                "UPDATE deliveries SET state = 'in_doubt', claimed_by = '', updated_at = ?, "
+                "reply = 'its sender stopped while this message was in flight' "
+                "WHERE issue = ? AND claimed_by = ? AND state = 'sending'",
+                (now_iso(), issue, holder),
+            ).rowcount
+            db.execute(
+                "UPDATE deliveries SET claimed_by = '' WHERE issue = ? AND claimed_by = ?",
+                (issue, holder),
+            )
+            db.execute("DELETE FROM leases WHERE holder = ? AND name LIKE 'sender %'", (holder,))
+            return int(doubtful)
+
+    def senders(self) -> list[Lease]:
+        """The leases of senders that share sends (see ``send.lock``)."""
+        return [
+            Lease(*r)
+            for r in self.query(
+                "SELECT name, holder, host, pid, since, expires FROM leases "
+                "WHERE name LIKE 'sender %' ORDER BY since"
+            )
+        ]
 
     def last_event(self) -> int:
         """The newest status change's id (see ``left_since``)."""

@@ -124,7 +124,8 @@ class DeliveryLog:
                     sid, state, reply, attempts, next_at, status = outcome
                     db.execute(
                         "UPDATE deliveries SET state = ?, reply = ?, attempts = ?, "
-                        "next_attempt_at = ?, updated_at = ? WHERE issue = ? AND subscriber_id = ?",
+                        "next_attempt_at = ?, updated_at = ?, claimed_by = '' "
+                        "WHERE issue = ? AND subscriber_id = ?",
                         (state, reply[:500], attempts, next_at, stamp, self.issue, sid),
                     )
                     if status is not None:

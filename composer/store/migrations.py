@@ -149,6 +149,14 @@ ADD_DELIVERY_RELAY = Migration(
     ("ALTER TABLE deliveries ADD COLUMN relay TEXT NOT NULL DEFAULT ''",),
 )
 
+ADD_DELIVERY_CLAIMS = Migration(
+    "deliveries: which sender claimed each (several senders share one send)",
+    (
+        "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX deliveries_claimed ON deliveries (issue, claimed_by) WHERE claimed_by != ''",
+    ),
+)
+
 # Version N is MIGRATIONS[N - 1].
 MIGRATIONS: tuple[Migration, ...] = (
     CREATE_SUBSCRIBERS_LISTS_DELIVERIES,
@@ -157,4 +165,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE_BOUNCES,
     CREATE_SIGNUPS,
     ADD_DELIVERY_RELAY,
+    ADD_DELIVERY_CLAIMS,
 )
