@@ -84,8 +84,10 @@ def _as_server_user(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args]
 
 
-def start() -> PostgresServer:
-    """Start a server (raises RuntimeError when PostgreSQL is not installed)."""
+def start(durable: bool = False) -> PostgresServer:
+    """Start a server (raises RuntimeError when PostgreSQL is not installed).
+    ``durable``: fsync and synchronous commits on, as in production (the
+    benchmarks); the tests do without."""
     bin_ = bindir()
     if bin_ is None:
         raise RuntimeError(MISSING)
@@ -132,12 +134,18 @@ def start() -> PostgresServer:
                 str(port),
                 "-k",
                 str(folder),
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
+                *(
+                    []
+                    if durable
+                    else [
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                    ]
+                ),
                 "-c",
                 "max_connections=200",
                 "-c",

@@ -63,7 +63,7 @@ from composer.mail.transport import (
     Transport,
     make_transport,
 )
-from composer.send.lock import SendLock, gone
+from composer.send.lock import SendLock, gone, sender_issue
 from composer.send.plan import SendOptions, SendPlan, by_edition
 from composer.send.prepare import message_templates
 from composer.send.rate import RateLimiter
@@ -83,6 +83,7 @@ BATCH = 500  # deliveries read from the database at a time
 # Sharing a send (PostgreSQL): claims are small, so that senders share the work to
 # its end and a sender that dies holds little; others are looked at this often.
 CLAIM_PER_LINK = 4
+CLAIM_ALONE = 200  # a sender that is alone claims this many at a time
 REAP_EVERY = 2.0  # seconds between looks for senders that are gone
 OTHERS_EVERY = 0.5  # seconds between looks at what other senders still hold
 SHARE_WAIT = 0.005  # seconds a relay ahead of its share waits before looking again
@@ -176,6 +177,7 @@ class _Engine:
         self.claimer = claimer
         self._reaped_at = 0.0
         self.reaped = 0  # messages of senders that stopped, now in doubt
+        self._others = True  # other senders of this issue are running (until seen not)
         self.options = options
         self.templates = templates  # by edition, the main one first
         self.template = template = next(iter(templates.values()))
@@ -210,7 +212,7 @@ class _Engine:
         self._fed_all = False
         self._feed_wake = 0.0
         self._deadline = time.monotonic() + options.max_wait
-        self._committing: list[_Link] = []  # the sessions whose commit is in hand
+        self._committing: dict[int, list[_Link]] = {}  # by group: sessions whose commit is in hand
         # Signed messages are built ahead by helper threads: the signature (RSA, the
         # body's hash) runs in C without the GIL, on the other core, while the loop
         # goes on with the sockets.
@@ -541,7 +543,8 @@ class _Engine:
                     self._feed(store, live)
                     progressed = self._wake(live, now)
                     if not book.busy:
-                        committing = [k for k in live if k.op == COMMIT]
+                        in_hand = {id(k) for group in self._committing.values() for k in group}
+                        committing = [k for k in live if k.op == COMMIT and id(k) not in in_hand]
                         if committing:
                             self._start_commit(book, committing)
                             progressed = True
@@ -553,7 +556,7 @@ class _Engine:
                     if self._poll(poller, watched, live, book, timeout):
                         self._finish_commit(book)
             finally:
-                if book.busy:  # let the group in hand become durable (or fail)
+                while book.in_flight:  # let the groups in hand become durable (or fail)
                     os.read(book.fd, 1)
                     with contextlib.suppress(ComposerError):
                         self._finish_commit(book)
@@ -626,24 +629,26 @@ class _Engine:
         """The point of delivery of every session waiting for it, in one commit; they
         resume when it is durable (``_finish_commit``)."""
         try:
-            started = book.start([(k.previous, k.current, _name(k)) for k in links])
+            group = book.start([(k.previous, k.current, _name(k)) for k in links])
         except ComposerError as exc:
             for k in links:
                 self._resume(k, None, exc)
             return
-        self._committing = links
-        if not started:
-            self._finish_commit(book, durable=False)
+        if group is None:
+            self._committed(links, None)
+        else:
+            self._committing[group] = links
 
-    def _finish_commit(self, book: DeliveryLog, durable: bool = True) -> None:
-        links, self._committing = self._committing, []
-        try:
-            if durable:
-                book.finish()
-        except ComposerError as exc:
+    def _finish_commit(self, book: DeliveryLog) -> None:
+        """A group is done (``book.fd`` was readable): its sessions go on."""
+        group, error = book.finish_group()
+        self._committed(self._committing.pop(group), error)
+
+    def _committed(self, links: list[_Link], error: ComposerError | None) -> None:
+        if error is not None:
             for k in links:
                 if k.gen is not None:
-                    self._resume(k, None, exc)
+                    self._resume(k, None, error)
             return
         for k in links:
             k.previous = k.current = None
@@ -674,6 +679,10 @@ class _Engine:
 
     def _reap(self, store: Store) -> None:
         self.reaped += reap_gone(store, self.issue, self.claimer, self.notes)
+        self._others = any(
+            sender_issue(lease) == self.issue and lease.holder != self.claimer and not gone(lease)
+            for lease in store.senders()
+        )
 
     def _feed(self, store: Store, live: list[_Link]) -> None:
         """Keep the queue stocked: due deliveries in id order, then deferred ones as
@@ -685,7 +694,9 @@ class _Engine:
             return
         if not self._pass_done:
             if len(self.queue) < 2 * len(live) + 8:
-                want = CLAIM_PER_LINK * len(live) + 8 if self.claimer else BATCH
+                want = BATCH
+                if self.claimer:  # alone, claims may be big; shared, small to the end
+                    want = CLAIM_PER_LINK * len(live) + 8 if self._others else CLAIM_ALONE
                 batch = (
                     store.claim(self.issue, self.claimer, time.time(), want)
                     if self.claimer
@@ -749,7 +760,7 @@ class _Engine:
                 continue
             conns[conn.fd] = conn
             wanted[conn.fd] = select.POLLIN | (select.POLLOUT if conn.pending_output else 0)
-        if book.busy:
+        if book.in_flight:
             wanted[book.fd] = select.POLLIN
         for fd in [fd for fd in watched if fd not in wanted]:
             poller.unregister(fd)

@@ -76,6 +76,7 @@ def migrate_to(
                         f"{target}: {table} has {there} rows after the copy, the source "
                         f"{copied.rows[table]}; nothing was kept"
                     )
+        new.analyze()
     return copied
 
 

@@ -22,10 +22,11 @@ the store's one error path serves both; a lock not granted within
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from composer.dburl import DatabaseURL
@@ -95,6 +96,7 @@ class PgConnection:
                 "PostgreSQL needs psycopg: pip install 'newsletter-composer[postgresql]'"
             ) from None
         self.target = target
+        self._pipelined = False
         try:
             self._conn = psycopg.connect(target.url, autocommit=True, connect_timeout=10)
             self._conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
@@ -115,9 +117,12 @@ class PgConnection:
     def _begin_writing(self) -> Any:
         import psycopg
 
-        self._conn.execute("BEGIN")
         try:
-            return self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            if self._pipelined:  # one statement at a time
+                self._conn.execute("BEGIN")
+                return self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            # One round trip: two statements, no parameters (the simple protocol).
+            return self._conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
         except psycopg.Error:
             self._conn.execute("ROLLBACK")
             raise
@@ -131,6 +136,45 @@ class PgConnection:
         except psycopg.Error as exc:
             raise _error(exc) from None
         return cur
+
+    def unsynced(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """One statement in a transaction of its own whose commit does not wait for
+        the WAL's fsync, in one round trip. For what a crash of the server may
+        lose without harm: a sender's claim (its rows go back to everyone; a
+        delivery started under it is recorded by a synchronous commit, which
+        makes everything before it durable too)."""
+        import psycopg
+
+        try:
+            with self.pipeline():
+                self._conn.execute("BEGIN")
+                self._conn.execute("SET LOCAL synchronous_commit = off")
+                cur = self._conn.execute(translate(sql), tuple(params))
+                self._conn.execute("COMMIT")
+            return cur.fetchall()
+        except psycopg.Error as exc:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("ROLLBACK")
+            raise _error(exc) from None
+        except BackendError:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """Statements sent without waiting for each reply (one round trip for a
+        group); errors are raised as the pipeline ends."""
+        import psycopg
+
+        self._pipelined = True
+        try:
+            with self._conn.pipeline():
+                yield
+        except psycopg.Error as exc:
+            raise _error(exc) from None
+        finally:
+            self._pipelined = False
 
     def close(self) -> None:
         self._conn.close()
