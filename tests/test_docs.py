@@ -44,6 +44,7 @@ def test_the_readme_gives_the_two_commands() -> None:
     assert "newsletter send 2025-04-16 --yes" in blocks[0]
     assert blocks[1] == (
         "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && "
+        ".venv/bin/python -m pytest && NEWSLETTER_TEST_BACKEND=postgresql "
         ".venv/bin/python -m pytest"
     )
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()

@@ -84,6 +84,7 @@ BATCH = 500  # deliveries read from the database at a time
 # its end and a sender that dies holds little; others are looked at this often.
 CLAIM_PER_LINK = 4
 CLAIM_ALONE = 200  # a sender that is alone claims this many at a time
+CLAIM_POLL = 0.001  # seconds between looks at a claim in hand when the queue is empty
 REAP_EVERY = 2.0  # seconds between looks for senders that are gone
 OTHERS_EVERY = 0.5  # seconds between looks at what other senders still hold
 SHARE_WAIT = 0.005  # seconds a relay ahead of its share waits before looking again
@@ -178,6 +179,9 @@ class _Engine:
         self._reaped_at = 0.0
         self.reaped = 0  # messages of senders that stopped, now in doubt
         self._others = True  # other senders of this issue are running (until seen not)
+        self._claims: ThreadPoolExecutor | None = None
+        self._claim: Future[tuple[list[Delivery], int]] | None = None
+        self._claim_store: Store | None = None
         self.options = options
         self.templates = templates  # by edition, the main one first
         self.template = template = next(iter(templates.values()))
@@ -693,23 +697,10 @@ class _Engine:
             self._fed_all = True
             return
         if not self._pass_done:
-            if len(self.queue) < 2 * len(live) + 8:
-                want = BATCH
-                if self.claimer:  # alone, claims may be big; shared, small to the end
-                    want = CLAIM_PER_LINK * len(live) + 8 if self._others else CLAIM_ALONE
-                batch = (
-                    store.claim(self.issue, self.claimer, time.time(), want)
-                    if self.claimer
-                    else store.due(self.issue, self._after, time.time(), want)
-                )
-                self.queue.extend(batch)
-                if self._pool is not None:
-                    for d in batch:
-                        self._built[d.subscriber_id] = self._pool.submit(self._build_now, d)
-                if batch:
-                    self._after = batch[-1].subscriber_id
-                if len(batch) < want:
-                    self._pass_done = True
+            if self.claimer:
+                self._feed_claims(live)
+            elif len(self.queue) < 2 * len(live) + 8:
+                self._take(store.due(self.issue, self._after, time.time(), BATCH), BATCH)
             return
         # The pass is over. Once every session is idle (all outcomes recorded), see
         # whether deferred messages come due soon enough to wait for.
@@ -736,7 +727,49 @@ class _Engine:
         else:
             self._feed_wake = time.monotonic() + wait
 
+    def _take(self, batch: list[Delivery], wanted: int) -> None:
+        self.queue.extend(batch)
+        if self._pool is not None:
+            for d in batch:
+                self._built[d.subscriber_id] = self._pool.submit(self._build_now, d)
+        if batch:
+            self._after = batch[-1].subscriber_id
+        if len(batch) < wanted:
+            self._pass_done = True
+
+    def _feed_claims(self, live: list[_Link]) -> None:
+        """Claims are made ahead by a helper thread on a connection of its own (a
+        round trip the engine's thread does not wait for): the next one starts
+        while the queue still holds about a claim's worth."""
+        if self._claim is not None:
+            if not self._claim.done():
+                return
+            future, self._claim = self._claim, None
+            self._take(*future.result())
+            if self._pass_done:
+                return
+        # Alone, claims may be big; shared, small to the end (the work stays even).
+        want = CLAIM_PER_LINK * len(live) + 8 if self._others else CLAIM_ALONE
+        if len(self.queue) < 2 * len(live) + 8 + want:
+            if self._claims is None:
+                self._claims = ThreadPoolExecutor(1, "claims")
+            self._claim = self._claims.submit(self._claim_now, want)
+
+    def _claim_now(self, want: int) -> tuple[list[Delivery], int]:
+        if self._claim_store is None:
+            self._claim_store = Store(self.settings.database, wait=self.settings.db_wait)
+        return self._claim_store.claim(self.issue, self.claimer, time.time(), want), want
+
+    def close_claims(self) -> None:
+        """Wait for a claim in hand (its rows are then released with the rest)."""
+        if self._claims is not None:
+            self._claims.shutdown(wait=True)
+        if self._claim_store is not None:
+            self._claim_store.close()
+
     def _timeout(self, live: list[_Link], now: float) -> float:
+        if self._claim is not None and not self.queue:  # a claim is due any moment
+            return CLAIM_POLL
         wakes = [k.wake for k in live if k.op in (REPLY, FINAL, SLEEP)]
         if self._pass_done and not self._fed_all and self._feed_wake > now:
             wakes.append(self._feed_wake)
@@ -956,6 +989,8 @@ def run_send(
             engine.halt(str(exc), exc)
         finally:
             book.close()
+            with contextlib.suppress(ComposerError):
+                engine.close_claims()
             log.debug("delivery log: %d records in %d commits", book.records, book.commits)
         interrupted = interrupted or engine.interrupted
         if report is not None:

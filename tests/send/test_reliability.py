@@ -26,7 +26,8 @@ from tests.smtp_server import Handler, free_port, running
 @contextlib.contextmanager
 def _locked(home: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
     """Another process holds the database's write lock for a while: SQLite's
-    (BEGIN EXCLUSIVE), or on PostgreSQL the lock every writer takes."""
+    (BEGIN EXCLUSIVE), or on PostgreSQL the lock every writer takes and the
+    tables a send writes (as a long migration or a backup restore would)."""
     target = database_target(home)
     if isinstance(target, Path):
         code = (
@@ -41,7 +42,9 @@ def _locked(home: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
             "import psycopg, sys, time\n"
             "db = psycopg.connect(sys.argv[1], autocommit=True)\n"
             "db.execute('BEGIN')\n"
-            f"db.execute('SELECT pg_advisory_xact_lock({WRITE_LOCK})'); print('locked', flush=True)\n"
+            f"db.execute('SELECT pg_advisory_xact_lock({WRITE_LOCK})')\n"
+            "db.execute('LOCK TABLE deliveries, subscribers, leases IN EXCLUSIVE MODE')\n"
+            "print('locked', flush=True)\n"
             "time.sleep(float(sys.argv[2])); db.execute('COMMIT')\n"
         )
         where = target.url
