@@ -51,7 +51,9 @@ Record = tuple[Outcome | None, int | None, str]
 
 
 LANES = 1
-# PostgreSQL: a group's outcomes and starts in one statement, from arrays.
+# PostgreSQL: a group's outcomes and starts in one statement, from arrays. The
+# arrays go as array literals made here (psycopg's adaptation of Python lists is
+# Python code, run on the helper's thread holding the GIL the engine needs).
 _GROUP_SQL = (
     "WITH done AS (UPDATE deliveries AS d SET state = v.state, reply = v.reply, "
     "attempts = v.attempts, next_attempt_at = v.next_at, updated_at = ?, claimed_by = '' "
@@ -63,6 +65,23 @@ _GROUP_SQL = (
     "WHERE d.issue = ? AND d.subscriber_id = v.sid RETURNING 1) "
     "SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM started)"
 )
+
+
+def _texts(values: list[str]) -> str:
+    """A PostgreSQL array literal of texts (without NUL, which its text cannot hold:
+    a relay's reply may carry one)."""
+    return (
+        "{"
+        + ",".join(
+            '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", "") + '"'
+            for v in values
+        )
+        + "}"
+    )
+
+
+def _numbers(values: list[int] | list[float]) -> str:
+    return "{" + ",".join(map(repr, values)) + "}"
 
 
 class DeliveryLog:
@@ -208,15 +227,15 @@ class DeliveryLog:
         stamp = now_iso()
         return (
             stamp,
-            [o[1] for o in done],
-            [o[2][:500] for o in done],
-            [o[3] for o in done],
-            [o[4] for o in done],
-            [o[0] for o in done],
+            _texts([o[1] for o in done]),
+            _texts([o[2][:500] for o in done]),
+            _numbers([o[3] for o in done]),
+            _numbers([float(o[4]) for o in done]),
+            _numbers([o[0] for o in done]),
             self.issue,
             stamp,
-            [relay for _, relay in started],
-            [start for start, _ in started],
+            _texts([relay for _, relay in started]),
+            _numbers([start for start, _ in started]),
             self.issue,
         )
 

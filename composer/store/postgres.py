@@ -82,6 +82,12 @@ def translate(sql: str) -> str:
     return out
 
 
+def _no_nul(params: Sequence[Any]) -> tuple[Any, ...]:
+    """PostgreSQL's text cannot hold NUL (SQLite's can): a relay's reply or a
+    hostile form may carry one. It is dropped, never the statement."""
+    return tuple(p.replace("\x00", "") if type(p) is str and "\x00" in p else p for p in params)
+
+
 class PgConnection:
     """A psycopg connection with sqlite3's ``execute``/``executemany``/``close``:
     autocommit, transactions by explicit BEGIN/COMMIT as on SQLite."""
@@ -110,7 +116,7 @@ class PgConnection:
         try:
             if sql.strip().upper() == "BEGIN IMMEDIATE":
                 return self._begin_writing()
-            return self._conn.execute(translate(sql), tuple(params))
+            return self._conn.execute(translate(sql), _no_nul(params))
         except psycopg.Error as exc:
             raise _error(exc) from None
 
@@ -132,7 +138,7 @@ class PgConnection:
 
         cur = self._conn.cursor()
         try:
-            cur.executemany(translate(sql), [tuple(r) for r in rows])
+            cur.executemany(translate(sql), [_no_nul(r) for r in rows])
         except psycopg.Error as exc:
             raise _error(exc) from None
         return cur
@@ -149,7 +155,7 @@ class PgConnection:
             with self.pipeline():
                 self._conn.execute("BEGIN")
                 self._conn.execute("SET LOCAL synchronous_commit = off")
-                cur = self._conn.execute(translate(sql), tuple(params))
+                cur = self._conn.execute(translate(sql), _no_nul(params))
                 self._conn.execute("COMMIT")
             return cur.fetchall()
         except psycopg.Error as exc:
