@@ -182,6 +182,7 @@ class _Engine:
         self._claims: ThreadPoolExecutor | None = None
         self._claim: Future[tuple[list[Delivery], int]] | None = None
         self._claim_store: Store | None = None
+        self._alone = 0  # the last claim's size while alone (see _claim_now)
         self.options = options
         self.templates = templates  # by edition, the main one first
         self.template = template = next(iter(templates.values()))
@@ -216,7 +217,7 @@ class _Engine:
         self._fed_all = False
         self._feed_wake = 0.0
         self._deadline = time.monotonic() + options.max_wait
-        self._committing: dict[int, list[_Link]] = {}  # by group: sessions whose commit is in hand
+        self._committing: list[_Link] = []  # the sessions whose commit is in hand
         # Signed messages are built ahead by helper threads: the signature (RSA, the
         # body's hash) runs in C without the GIL, on the other core, while the loop
         # goes on with the sockets.
@@ -547,8 +548,7 @@ class _Engine:
                     self._feed(store, live)
                     progressed = self._wake(live, now)
                     if not book.busy:
-                        in_hand = {id(k) for group in self._committing.values() for k in group}
-                        committing = [k for k in live if k.op == COMMIT and id(k) not in in_hand]
+                        committing = [k for k in live if k.op == COMMIT]
                         if committing:
                             self._start_commit(book, committing)
                             progressed = True
@@ -560,7 +560,7 @@ class _Engine:
                     if self._poll(poller, watched, live, book, timeout):
                         self._finish_commit(book)
             finally:
-                while book.in_flight:  # let the groups in hand become durable (or fail)
+                if book.busy:  # let the group in hand become durable (or fail)
                     os.read(book.fd, 1)
                     with contextlib.suppress(ComposerError):
                         self._finish_commit(book)
@@ -633,26 +633,24 @@ class _Engine:
         """The point of delivery of every session waiting for it, in one commit; they
         resume when it is durable (``_finish_commit``)."""
         try:
-            group = book.start([(k.previous, k.current, _name(k)) for k in links])
+            started = book.start([(k.previous, k.current, _name(k)) for k in links])
         except ComposerError as exc:
             for k in links:
                 self._resume(k, None, exc)
             return
-        if group is None:
-            self._committed(links, None)
-        else:
-            self._committing[group] = links
+        self._committing = links
+        if not started:
+            self._finish_commit(book, durable=False)
 
-    def _finish_commit(self, book: DeliveryLog) -> None:
-        """A group is done (``book.fd`` was readable): its sessions go on."""
-        group, error = book.finish_group()
-        self._committed(self._committing.pop(group), error)
-
-    def _committed(self, links: list[_Link], error: ComposerError | None) -> None:
-        if error is not None:
+    def _finish_commit(self, book: DeliveryLog, durable: bool = True) -> None:
+        links, self._committing = self._committing, []
+        try:
+            if durable:
+                book.finish()
+        except ComposerError as exc:
             for k in links:
                 if k.gen is not None:
-                    self._resume(k, None, error)
+                    self._resume(k, None, exc)
             return
         for k in links:
             k.previous = k.current = None
@@ -683,7 +681,11 @@ class _Engine:
 
     def _reap(self, store: Store) -> None:
         self.reaped += reap_gone(store, self.issue, self.claimer, self.notes)
-        self._others = any(
+        self._others = self._others_running(store)
+
+    def _others_running(self, store: Store) -> bool:
+        """Whether other senders of this issue are running."""
+        return any(
             sender_issue(lease) == self.issue and lease.holder != self.claimer and not gone(lease)
             for lease in store.senders()
         )
@@ -748,17 +750,25 @@ class _Engine:
             self._take(*future.result())
             if self._pass_done:
                 return
-        # Alone, claims may be big; shared, small to the end (the work stays even).
-        want = CLAIM_PER_LINK * len(live) + 8 if self._others else CLAIM_ALONE
-        if len(self.queue) < 2 * len(live) + 8 + want:
+        small = CLAIM_PER_LINK * len(live) + 8
+        if len(self.queue) < 2 * len(live) + 8 + (small if self._others else self._alone // 2):
             if self._claims is None:
                 self._claims = ThreadPoolExecutor(1, "claims")
-            self._claim = self._claims.submit(self._claim_now, want)
+            self._claim = self._claims.submit(self._claim_now, small)
 
-    def _claim_now(self, want: int) -> tuple[list[Delivery], int]:
+    def _claim_now(self, small: int) -> tuple[list[Delivery], int]:
+        """Shared, claims are small to the end (the work stays even). Alone, they
+        double from small up to CLAIM_ALONE: a sender started a moment later still
+        finds work. Who else sends is looked at before each claim."""
         if self._claim_store is None:
             self._claim_store = Store(self.settings.database, wait=self.settings.db_wait)
-        return self._claim_store.claim(self.issue, self.claimer, time.time(), want), want
+        store = self._claim_store
+        self._others = self._others_running(store)
+        if self._others:
+            self._alone = want = small
+        else:
+            self._alone = want = min(CLAIM_ALONE, max(small, 2 * self._alone))
+        return store.claim(self.issue, self.claimer, time.time(), want), want
 
     def close_claims(self) -> None:
         """Wait for a claim in hand (its rows are then released with the rest)."""
@@ -793,7 +803,7 @@ class _Engine:
                 continue
             conns[conn.fd] = conn
             wanted[conn.fd] = select.POLLIN | (select.POLLOUT if conn.pending_output else 0)
-        if book.in_flight:
+        if book.busy:
             wanted[book.fd] = select.POLLIN
         for fd in [fd for fd in watched if fd not in wanted]:
             poller.unregister(fd)

@@ -8,7 +8,7 @@ the busy handler's sleeps of 1.5-2 ms were its main cost per message).
 
 The engine writes the records itself (``start``: in memory, microseconds) and
 hands only the COMMIT, the fsync, to a helper thread, which says when it is
-done through a pipe the engine polls with its sockets (``fd``, ``finish_group``). So
+done through a pipe the engine polls with its sockets (``fd``, ``finish``). So
 the connections whose messages are not in that group go on reading replies and
 writing bodies during the fsync, and the records that arrive meanwhile make the
 next group. On PostgreSQL the helper does the writing too (a round trip), in one
@@ -34,7 +34,6 @@ import threading
 from composer.errors import StoreError
 from composer.store.connection import (
     DEFAULT_WAIT,
-    Connection,
     Target,
     connect,
     dialect,
@@ -50,7 +49,6 @@ Outcome = tuple[int, str, str, int, float, str | None]
 Record = tuple[Outcome | None, int | None, str]
 
 
-LANES = 1
 # PostgreSQL: a group's outcomes and starts in one statement, from arrays. The
 # arrays go as array literals made here (psycopg's adaptation of Python lists is
 # Python code, run on the helper's thread holding the GIL the engine needs).
@@ -99,103 +97,67 @@ class DeliveryLog:
             raise StoreError(f"{path}: {exc}") from None
         # SQLite: the engine writes (microseconds) and the helper COMMITs (the fsync).
         # PostgreSQL: every statement is a round trip, so the helper does it all, in
-        # one statement, and the engine's thread never waits on the network.
-        # Groups in flight at once ("lanes", each on a connection of its own): one.
-        # Two or more were slower on two cores (1,450-1,500 msgs/s against 1,890 for
-        # one, bench_senders.py): the server's processes then compete with the
-        # sender and the relay for the CPU, and groups get smaller.
+        # one statement, and the engine's thread never waits on the network. One
+        # group at a time: two in flight on two connections were slower on two cores
+        # (1,450-1,500 msgs/s against 1,890, bench_senders.py): the server's
+        # processes then compete with the sender and the relay for the CPU.
         self._remote = dialect(self.db) == "postgresql"
-        self.lanes = LANES
-        self._dbs = [self.db]
-        try:
-            self._dbs += [connect(path) for _ in range(self.lanes - 1)]
-        except sqlite3.Error as exc:
-            self.db.close()
-            raise StoreError(f"{path}: {exc}") from None
-        self.in_flight = 0  # groups with the helpers
-        self._next_group = 0
-        self._jobs: queue.SimpleQueue[tuple[int, list[Record], float] | None] = queue.SimpleQueue()
-        self._finished: queue.SimpleQueue[tuple[int, StoreError | None]] = queue.SimpleQueue()
+        self.busy = False  # a group is with the helper thread
+        self._jobs: queue.SimpleQueue[tuple[list[Record], float] | None] = queue.SimpleQueue()
+        self._error: StoreError | None = None
         self.fd, self._done = os.pipe()
-        self._helpers: list[threading.Thread] = []
-
-    @property
-    def busy(self) -> bool:
-        """No lane is free for another group."""
-        return self.in_flight >= self.lanes
+        self._helper: threading.Thread | None = None
 
     def commit(self, records: list[Record], wait: float | None = None) -> None:
         """Record each outcome and mark each started delivery 'sending', durably, in
-        one transaction; a locked database is waited for up to ``wait`` seconds.
-        (Waits for any group in flight first.)"""
-        while self.in_flight:
+        one transaction; a locked database is waited for up to ``wait`` seconds."""
+        if self.start(records, wait):
             os.read(self.fd, 1)
-            with contextlib.suppress(StoreError):
-                self.finish()
-        if self.start(records, wait) is not None:
-            os.read(self.fd, 1)
-            _, error = self.finish_group()
-            if error is not None:
-                raise error
+            self.finish()
 
-    def start(self, records: list[Record], wait: float | None = None) -> int | None:
-        """Write the records and start their COMMIT; returns the group's number
-        (``fd`` becomes readable when a group is done: then call ``finish_group``),
-        None if there was nothing to record."""
-        assert not self.busy, "no lane free"
+    def start(self, records: list[Record], wait: float | None = None) -> bool:
+        """Write the records and start their COMMIT (``fd`` becomes readable when it
+        is done: then call ``finish``); False if there was nothing to record."""
+        assert not self.busy, "one group at a time"
         records = [r for r in records if r[0] is not None or r[1] is not None]
         if not records:
-            return None
+            return False
         wait = self.wait if wait is None else wait
         if not self._remote:
             try:
-                with_wait(self.path, wait, functools.partial(self._write, self.db, records))
+                with_wait(self.path, wait, functools.partial(self._write, records))
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
-        if not self._helpers:
-            for lane, db in enumerate(self._dbs):
-                helper = threading.Thread(
-                    target=self._commits, args=(db,), name=f"delivery-log-{lane}", daemon=True
-                )
-                helper.start()
-                self._helpers.append(helper)
-        group = self._next_group
-        self._next_group += 1
-        self.in_flight += 1
-        self._jobs.put((group, records, wait))
-        return group
-
-    def finish_group(self) -> tuple[int, StoreError | None]:
-        """After ``fd`` was readable (and one byte read): which group is done, and
-        its error (None: durable)."""
-        group, error = self._finished.get()
-        self.in_flight -= 1
-        return group, error
+        if self._helper is None:
+            self._helper = threading.Thread(target=self._commits, name="delivery-log", daemon=True)
+            self._helper.start()
+        self.busy = True
+        self._jobs.put((records, wait))
+        return True
 
     def finish(self) -> None:
-        """``finish_group`` for a caller with one group in flight: raises its error."""
-        _, error = self.finish_group()
+        """After ``fd`` was readable (and read): the group is durable, or StoreError."""
+        self.busy = False
+        error, self._error = self._error, None
         if error is not None:
             raise error
 
-    def _commits(self, db: Connection) -> None:
+    def _commits(self) -> None:
         while (job := self._jobs.get()) is not None:
-            group, records, wait = job
-            error = None
+            records, wait = job
             try:
                 if self._remote:
-                    with_wait(self.path, wait, functools.partial(self._write_remote, db, records))
+                    with_wait(self.path, wait, functools.partial(self._write_remote, records))
                 else:
-                    db.execute("COMMIT")
+                    self.db.execute("COMMIT")
                 self.commits += 1
                 self.records += len(records)
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                error = StoreError(f"{self.path}: cannot record a delivery: {exc}")
+                    self.db.execute("ROLLBACK")
+                self._error = StoreError(f"{self.path}: cannot record a delivery: {exc}")
             except StoreError as exc:
-                error = exc
-            self._finished.put((group, error))
+                self._error = exc
             os.write(self._done, b"x")
 
     def step(
@@ -204,17 +166,18 @@ class DeliveryLog:
         """One record on its own."""
         self.commit([(outcome, start, relay)], wait)
 
-    def _write_remote(self, db: Connection, batch: list[Record]) -> None:
+    def _write_remote(self, batch: list[Record]) -> None:
         """The whole group in one statement (its own transaction: one round trip,
         one commit), or, when subscribers' statuses change too (rare), in one
         pipeline: BEGIN, the updates, COMMIT."""
+        db = self.db
         assert isinstance(db, PgConnection)
         if all(o is None or o[5] is None for o, _, _ in batch):
             db.execute(_GROUP_SQL, self._group_args(batch))
             return
         try:
             with db.pipeline():
-                self._write(db, batch)
+                self._write(batch)
                 db.execute("COMMIT")
         except sqlite3.Error:  # the transaction is aborted: end it before a retry
             with contextlib.suppress(sqlite3.Error):
@@ -239,7 +202,7 @@ class DeliveryLog:
             self.issue,
         )
 
-    def _write(self, db: Connection, batch: list[Record]) -> None:
+    def _write(self, batch: list[Record]) -> None:
         """BEGIN and the records' updates; the caller's COMMIT makes them durable.
         One statement per kind of update for the whole group (on PostgreSQL each
         statement is a round trip; executemany pipelines them)."""
@@ -256,6 +219,7 @@ class DeliveryLog:
                     leaving.append((sid, reply[:500], status))
             if start is not None:
                 starts.append((relay, stamp, issue, start))
+        db = self.db
         try:
             # On PostgreSQL the log's updates (by key, of this sender's own claims)
             # need no turn among the writers, only row locks: senders commit side
@@ -290,11 +254,9 @@ class DeliveryLog:
             raise
 
     def close(self) -> None:
-        for _ in self._helpers:
+        if self._helper is not None:
             self._jobs.put(None)
-        for helper in self._helpers:
-            helper.join()
+            self._helper.join()
         os.close(self.fd)
         os.close(self._done)
-        for db in self._dbs:
-            db.close()
+        self.db.close()

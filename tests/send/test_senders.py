@@ -54,8 +54,8 @@ def test_three_senders_share_one_send_and_mail_everyone_once(newsletter_home: Pa
     assert counts(newsletter_home) == {"sent": 240}
     shares = [_sent_by(out) for out, _ in outputs]
     assert sum(shares) == 240 and min(shares) > 0, shares  # each did part of it
-    relays = pairs(newsletter_home, "SELECT claimed_by, count(*) FROM deliveries GROUP BY 1")
-    assert relays == {"": 240}  # no claim left behind
+    claims = pairs(newsletter_home, "SELECT claimed_by, count(*) FROM deliveries GROUP BY 1")
+    assert claims == {"": 240}  # no claim left behind
 
 
 def test_killing_one_of_three_senders_loses_nobody(newsletter_home: Path) -> None:
