@@ -754,9 +754,9 @@ class _Engine:
         if len(self.queue) < 2 * len(live) + 8 + (small if self._others else self._alone // 2):
             if self._claims is None:
                 self._claims = ThreadPoolExecutor(1, "claims")
-            self._claim = self._claims.submit(self._claim_now, small)
+            self._claim = self._claims.submit(self._claim_now, small, self._after)
 
-    def _claim_now(self, small: int) -> tuple[list[Delivery], int]:
+    def _claim_now(self, small: int, after: int) -> tuple[list[Delivery], int]:
         """Shared, claims are small to the end (the work stays even). Alone, they
         double from small up to CLAIM_ALONE: a sender started a moment later still
         finds work. Who else sends is looked at before each claim."""
@@ -768,7 +768,7 @@ class _Engine:
             self._alone = want = small
         else:
             self._alone = want = min(CLAIM_ALONE, max(small, 2 * self._alone))
-        return store.claim(self.issue, self.claimer, time.time(), want), want
+        return store.claim(self.issue, self.claimer, time.time(), want, after), want
 
     def close_claims(self) -> None:
         """Wait for a claim in hand (its rows are then released with the rest)."""

@@ -712,15 +712,16 @@ class Store:
                 ).rowcount
             )
         if added >= 1000:
-            self.analyze()
+            self.analyze("deliveries")
         return added
 
-    def analyze(self) -> None:
+    def analyze(self, table: str = "") -> None:
         """Fresh planner statistics after many rows came at once (PostgreSQL plans a
-        claim by them; SQLite needs nothing)."""
+        claim by them; SQLite needs nothing): of one table, or of all."""
         if self.dialect == "postgresql":
+            sql = f"ANALYZE {table}".strip()
             try:
-                with_wait(self.path, self.wait, lambda: self.db.execute("ANALYZE"))
+                with_wait(self.path, self.wait, lambda: self.db.execute(sql))
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: {exc}") from None
 
@@ -738,24 +739,42 @@ class Store:
 
     # -- several senders of one issue (PostgreSQL) -----------------------------
 
-    def claim(self, issue: str, holder: str, now: float, limit: int) -> list[Delivery]:
+    def claim(
+        self, issue: str, holder: str, now: float, limit: int, after: int = 0
+    ) -> list[Delivery]:
         """Up to ``limit`` due deliveries nobody holds, in id order, now held by the
         sender ``holder``. Rows another sender is claiming at this instant are
         skipped, not waited for (SKIP LOCKED): senders never queue behind each other.
-        A claim is not worth an fsync (see ``PgConnection.unsynced``)."""
-        # Pending rows in id order straight from the (issue, state, id) index, then
-        # deferred ones come due: each stops at the limit (a queue's pattern).
+        A claim is not worth an fsync (see ``PgConnection.unsynced``).
+
+        ``after``: the highest id this sender claimed before. Pending rows are
+        looked for past it first: the rows before it, sent or claimed, are then
+        not read again by every claim (a quadratic cost over a big send); those
+        given back in the meantime (a sender stopped) are taken once none are
+        left past it."""
+        got = self._claim(issue, holder, now, limit, after)
+        if after and len(got) < limit:
+            got = sorted(
+                got + self._claim(issue, holder, now, limit - len(got), 0),
+                key=lambda d: d.subscriber_id,
+            )
+        return got
+
+    def _claim(self, issue: str, holder: str, now: float, limit: int, after: int) -> list[Delivery]:
+        # Pending rows in id order from an index on (issue, ..., id), then deferred
+        # ones come due: each stops at the limit (a queue's pattern).
         pick = (
             "(SELECT d.subscriber_id FROM deliveries d JOIN subscribers s "
             "ON s.id = d.subscriber_id AND s.status = 'active' WHERE d.issue = ? AND "
-            "d.state = {state} AND d.claimed_by = '' ORDER BY d.subscriber_id LIMIT ? "
-            "FOR UPDATE OF d SKIP LOCKED)"
+            "d.state = {state} AND d.claimed_by = '' {past}ORDER BY d.subscriber_id "
+            "LIMIT ? FOR UPDATE OF d SKIP LOCKED)"
         )
+        past = "AND d.subscriber_id > ? AND s.id > ? " if after else ""
         sql = (
             "WITH pending AS "
-            + pick.format(state="'pending'")
+            + pick.format(state="'pending'", past=past)
             + ", due AS "
-            + pick.format(state="'deferred' AND d.next_attempt_at <= ?")
+            + pick.format(state="'deferred' AND d.next_attempt_at <= ?", past="")
             + ", claimed AS (UPDATE deliveries AS d SET claimed_by = ? FROM "
             "(SELECT subscriber_id FROM (SELECT subscriber_id FROM pending UNION ALL "
             "SELECT subscriber_id FROM due) AS picked ORDER BY subscriber_id LIMIT ?) p "
@@ -764,7 +783,17 @@ class Store:
             "SELECT c.subscriber_id, s.email, s.name, c.attempts, s.language FROM claimed c "
             "JOIN subscribers s ON s.id = c.subscriber_id ORDER BY c.subscriber_id"
         )
-        args = (issue, limit, issue, now, limit, holder, limit, issue)
+        args = (
+            issue,
+            *((after, after) if after else ()),
+            limit,
+            issue,
+            now,
+            limit,
+            holder,
+            limit,
+            issue,
+        )
         db = self.db
         try:
             if isinstance(db, PgConnection):

@@ -143,3 +143,33 @@ def test_another_issue_waits_for_the_senders_of_this_one(newsletter_home: Path) 
         with SendLock(database_target(newsletter_home), issue="2025-04-09") as joined:
             assert joined.shared
     assert run("send", "2025-04-16", "--yes").exit_code == 0
+
+
+def test_claims_look_past_their_last_but_take_back_what_was_given_back(
+    newsletter_home: Path,
+) -> None:
+    _populate(newsletter_home, 30)
+    with Store(database_target(newsletter_home)) as store:
+        store.start_send("i", "digest", "subject")
+        store.enqueue("i", None, None)
+        ids = [r[0] for r in store.query("SELECT id FROM subscribers ORDER BY id")]
+
+        def claim(holder: str, limit: int, after: int) -> list[int]:
+            return [d.subscriber_id for d in store.claim("i", holder, time.time(), limit, after)]
+
+        assert claim("a", 10, 0) == ids[:10]
+        assert claim("b", 10, ids[9]) == ids[10:20]
+        store.release_claims("i", "a")  # a stopped: its ten go back to everyone
+        # b looks past its last claim first; only once nothing is left there does
+        # it go back for the rows before it.
+        assert claim("b", 5, ids[19]) == ids[20:25]
+        assert claim("b", 10, ids[24]) == ids[:5] + ids[25:30]
+        # A deferred row before the hint, once due, is claimed too.
+        with store.transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET state = 'deferred', next_attempt_at = 0, claimed_by = '' "
+                "WHERE issue = 'i' AND subscriber_id = ?",
+                (ids[12],),
+            )
+        assert claim("c", 3, ids[29]) == [*ids[5:7], ids[12]]
+        assert claim("c", 10, ids[29]) == ids[7:10]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from composer.store.database import Store
 from composer.store.delivery_log import DeliveryLog
-from tests.helpers import database_target, pairs
+from tests.helpers import Database, database_target, pairs
 from tests.send.test_send import add_subscribers
 
 
@@ -42,3 +42,42 @@ def test_a_group_records_outcomes_and_starts_whatever_the_replies_say(
     )
     assert pairs(newsletter_home, "SELECT subscriber_id, relay FROM deliveries")[3] == "r1"
     assert pairs(newsletter_home, "SELECT id, status FROM subscribers")[1] == "bounced"
+
+
+def test_an_outcome_and_a_restart_of_one_message_in_one_group_keep_their_order(
+    newsletter_home: Path,
+) -> None:
+    add_subscribers(3)
+    target = database_target(newsletter_home)
+    with Store(target) as store:
+        store.start_send("2025-04-16", "digest", "subject")
+        store.enqueue("2025-04-16", None, None)
+    book = DeliveryLog(target, "2025-04-16")
+    odd = '250 2.0.0 "ok" \\ {queued}, as NULL \x00'
+    try:
+        book.commit([(None, 1, "r1"), (None, 2, "r2")])
+        # 1 is deferred and at once started again on the same connection; 2 is sent
+        # with a reply full of what array literals quote.
+        book.commit(
+            [
+                ((1, "deferred", "451 4.3.0 later", 1, 0.0, None), 1, "r3"),
+                ((2, "sent", odd, 1, 0.0, None), 3, "r2"),
+            ]
+        )
+    finally:
+        book.close()
+    rows = {r[0]: r[1:] for r in _rows(newsletter_home)}
+    assert rows[1] == ("sending", "451 4.3.0 later", 1, "r3")
+    assert rows[2][0] == "sent" and rows[2][1] in (odd, odd.replace("\x00", ""))
+    assert rows[2][2:] == (1, "r2")
+    assert rows[3] == ("sending", "", 0, "r2")
+
+
+def _rows(home: Path) -> list[tuple[object, ...]]:
+    with Database(home) as db:
+        return [
+            tuple(r)
+            for r in db.execute(
+                "SELECT subscriber_id, state, reply, attempts, relay FROM deliveries"
+            ).fetchall()
+        ]
