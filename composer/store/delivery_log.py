@@ -121,12 +121,30 @@ class DeliveryLog:
         self.fd, self._done = os.pipe()
         self._helper: threading.Thread | None = None
 
-    def commit(self, records: list[Record], wait: float | None = None) -> None:
+    def commit(self, records: list[Record], wait: float | None = None, here: bool = False) -> None:
         """Record each outcome and mark each started delivery 'sending', durably, in
-        one transaction; a locked database is waited for up to ``wait`` seconds."""
-        if self.start(records, wait):
-            os.read(self.fd, 1)
-            self.finish()
+        one transaction; a locked database is waited for up to ``wait`` seconds.
+        ``here``: in the calling thread, not handed to the helper and back."""
+        if not here:
+            if self.start(records, wait):
+                os.read(self.fd, 1)
+                self.finish()
+            return
+        assert not self.busy, "one group at a time"
+        records = [r for r in records if r[0] is not None or r[1] is not None]
+        if not records:
+            return
+        write = self._write_remote if self._remote else self._write
+        try:
+            with_wait(self.path, self.wait if wait is None else wait, lambda: write(records))
+            if not self._remote:
+                self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
+        self.commits += 1
+        self.records += len(records)
 
     def start(self, records: list[Record], wait: float | None = None) -> bool:
         """Write the records and start their COMMIT (``fd`` becomes readable when it

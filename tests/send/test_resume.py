@@ -95,11 +95,15 @@ def _states(home: Path) -> dict[str, set[str]]:
         db.close()
 
 
-def kill_trial(home: Path, seed: int, resend_in_doubt: bool = False) -> dict[str, int]:
+def kill_trial(
+    home: Path, seed: int, resend_in_doubt: bool = False, delay: float = 0.002
+) -> dict[str, int]:
     """Start a send, SIGKILL it at a random moment, resume it; check the guarantees
-    at the server and return the figures (lost, duplicates, in doubt)."""
+    at the server and return the figures (lost, duplicates, in doubt). ``delay``:
+    the server's time per message (from 5 ms on, the engine commits the log on
+    its own thread, as for a far relay)."""
     addresses = _populate(home)
-    handler = Handler(delay=0.002)
+    handler = Handler(delay=delay)
     with running(handler) as server:
         proc = _start_send(home, server.env())
         _wait_for(handler, random.Random(seed).randint(5, N - 40), proc)
@@ -145,6 +149,11 @@ def kill_trial(home: Path, seed: int, resend_in_doubt: bool = False) -> dict[str
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_sigkill_at_a_random_point_then_resume(newsletter_home: Path, seed: int) -> None:
     kill_trial(newsletter_home, seed)
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_sigkill_with_a_far_relay_then_resume(newsletter_home: Path, seed: int) -> None:
+    kill_trial(newsletter_home, seed, delay=0.015)
 
 
 def test_sigkill_then_resend_in_doubt(newsletter_home: Path) -> None:
