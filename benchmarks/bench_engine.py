@@ -1,11 +1,12 @@
-"""The send engine far from the relay (issue: engine). Run: python benchmarks/bench_engine.py [N]
+"""The send engine far from the relay (issue: engine). Run:
+python benchmarks/bench_engine.py [N] [--runs K]
 
 A relay is usually 10-50 ms away. Here a proxy written below adds 10 ms each way
 (a 20 ms round trip) between `newsletter send` and Postfix's smtp-sink on
 127.0.0.1. With 4 connections, a client that waits for two round trips per
 message can reach at most 4 / 40 ms = 100 msgs/s; one that writes the next
 MAIL/RCPT/DATA with the final "." (RFC 2920) waits for one: at most 200 msgs/s.
-Both are measured in the same run (SMTP_PIPELINE_AHEAD on and off), median of 3,
+Both are measured in the same run (SMTP_PIPELINE_AHEAD on and off), median of 5,
 as the rate the send itself reports (process start excluded).
 """
 
@@ -28,6 +29,7 @@ from bench_send import (
     start_sink,
     timed_child,
 )
+from common import messages_and_runs
 
 # Threads and time.sleep (nanosleep): asyncio's timers wake on epoll's whole
 # milliseconds, rounded up, which made the round trip 21.1 ms, not 20 (and more
@@ -114,7 +116,7 @@ def send_rate(n: int, port: int, ahead: bool) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    n, runs = messages_and_runs(2000, 5)
     delay = float(os.environ.get("BENCH_DELAY", "0.010"))
     ensure_postfix()
     sink_port, proxy_port = free_port(), free_port()
@@ -128,7 +130,7 @@ def main() -> None:
         assert proxy.stdout is not None and proxy.stdout.readline() == "ready\n"
         time.sleep(0.2)
         on, off = [], []
-        for _ in range(3):
+        for _ in range(runs):
             on.append(send_rate(n, proxy_port, True))
             off.append(send_rate(n, proxy_port, False))
         a, b = statistics.median(on), statistics.median(off)
