@@ -6,21 +6,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from composer.store.database import Store
 from composer.store.delivery_log import DeliveryLog
 from tests.helpers import Database, database_target, pairs
 from tests.send.test_send import add_subscribers
 
 
-def test_a_group_records_outcomes_and_starts_whatever_the_replies_say(
-    newsletter_home: Path,
-) -> None:
-    add_subscribers(4)
-    target = database_target(newsletter_home)
+def _log(home: Path, subscribers: int) -> DeliveryLog:
+    """The log of a send of the seed issue to ``subscribers`` new subscribers."""
+    add_subscribers(subscribers)
+    target = database_target(home)
     with Store(target) as store:
         store.start_send("2025-04-16", "digest", "subject")
         store.enqueue("2025-04-16", None, None)
-    book = DeliveryLog(target, "2025-04-16")
+    return DeliveryLog(target, "2025-04-16")
+
+
+def test_a_group_records_outcomes_and_starts_whatever_the_replies_say(
+    newsletter_home: Path,
+) -> None:
+    book = _log(newsletter_home, 4)
     try:
         odd = '550 5.1.1 <a"b\\c>, {x} \x00NUL \u00e9'
         book.commit([(None, 1, "r1"), (None, 2, "r2")])
@@ -44,15 +51,12 @@ def test_a_group_records_outcomes_and_starts_whatever_the_replies_say(
     assert pairs(newsletter_home, "SELECT id, status FROM subscribers")[1] == "bounced"
 
 
+@pytest.mark.parametrize("here", [False, True], ids=["helper", "caller"])
 def test_an_outcome_and_a_restart_of_one_message_in_one_group_keep_their_order(
-    newsletter_home: Path,
+    newsletter_home: Path, here: bool
 ) -> None:
-    add_subscribers(3)
-    target = database_target(newsletter_home)
-    with Store(target) as store:
-        store.start_send("2025-04-16", "digest", "subject")
-        store.enqueue("2025-04-16", None, None)
-    book = DeliveryLog(target, "2025-04-16")
+    """On the helper thread, or on the caller's (the engine's, for a far relay)."""
+    book = _log(newsletter_home, 3)
     odd = '250 2.0.0 "ok" \\ {queued}, as NULL \x00'
     try:
         book.commit([(None, 1, "r1"), (None, 2, "r2")])
@@ -62,7 +66,8 @@ def test_an_outcome_and_a_restart_of_one_message_in_one_group_keep_their_order(
             [
                 ((1, "deferred", "451 4.3.0 later", 1, 0.0, None), 1, "r3"),
                 ((2, "sent", odd, 1, 0.0, None), 3, "r2"),
-            ]
+            ],
+            here=here,
         )
     finally:
         book.close()
