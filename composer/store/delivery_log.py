@@ -131,34 +131,22 @@ class DeliveryLog:
                 self.finish()
             return
         assert not self.busy, "one group at a time"
-        records = [r for r in records if r[0] is not None or r[1] is not None]
-        if not records:
-            return
-        write = self._write_remote if self._remote else self._write
-        try:
-            with_wait(self.path, self.wait if wait is None else wait, lambda: write(records))
-            if not self._remote:
-                self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self.db.execute("ROLLBACK")
-            raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
-        self.commits += 1
-        self.records += len(records)
+        wait = self.wait if wait is None else wait
+        records = self._begin(records, wait)
+        if records:
+            try:
+                self._end(records, wait)
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
 
     def start(self, records: list[Record], wait: float | None = None) -> bool:
         """Write the records and start their COMMIT (``fd`` becomes readable when it
         is done: then call ``finish``); False if there was nothing to record."""
         assert not self.busy, "one group at a time"
-        records = [r for r in records if r[0] is not None or r[1] is not None]
+        wait = self.wait if wait is None else wait
+        records = self._begin(records, wait)
         if not records:
             return False
-        wait = self.wait if wait is None else wait
-        if not self._remote:
-            try:
-                with_wait(self.path, wait, functools.partial(self._write, records))
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
         if self._helper is None:
             self._helper = threading.Thread(target=self._commits, name="delivery-log", daemon=True)
             self._helper.start()
@@ -173,20 +161,36 @@ class DeliveryLog:
         if error is not None:
             raise error
 
+    def _begin(self, records: list[Record], wait: float) -> list[Record]:
+        """The records worth writing; on SQLite, written (the COMMIT is ``_end``'s)."""
+        records = [r for r in records if r[0] is not None or r[1] is not None]
+        if records and not self._remote:
+            try:
+                with_wait(self.path, wait, functools.partial(self._write, records))
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot record a delivery: {exc}") from None
+        return records
+
+    def _end(self, records: list[Record], wait: float) -> None:
+        """Make the group durable: SQLite's COMMIT, or PostgreSQL's whole statement."""
+        if self._remote:
+            with_wait(self.path, wait, functools.partial(self._write_remote, records))
+        else:
+            self.db.execute("COMMIT")
+        self.commits += 1
+        self.records += len(records)
+
+    def _failed(self, exc: sqlite3.Error) -> StoreError:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("ROLLBACK")
+        return StoreError(f"{self.path}: cannot record a delivery: {exc}")
+
     def _commits(self) -> None:
         while (job := self._jobs.get()) is not None:
-            records, wait = job
             try:
-                if self._remote:
-                    with_wait(self.path, wait, functools.partial(self._write_remote, records))
-                else:
-                    self.db.execute("COMMIT")
-                self.commits += 1
-                self.records += len(records)
+                self._end(*job)
             except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self.db.execute("ROLLBACK")
-                self._error = StoreError(f"{self.path}: cannot record a delivery: {exc}")
+                self._error = self._failed(exc)
             except StoreError as exc:
                 self._error = exc
             os.write(self._done, b"x")

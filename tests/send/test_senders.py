@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -39,13 +40,16 @@ def _sent_by(output: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+def _three_senders(home: Path, env: dict[str, str]) -> list[subprocess.Popen[str]]:
+    """Three `newsletter send` processes of the seed issue, 2 connections each."""
+    return [_start_send(home, env, "--connections", "2") for _ in range(3)]
+
+
 def test_three_senders_share_one_send_and_mail_everyone_once(newsletter_home: Path) -> None:
     addresses = _populate(newsletter_home, 240)
     handler = Handler(delay=0.01)
     with running(handler) as server:
-        senders = [
-            _start_send(newsletter_home, server.env(), "--connections", "2") for _ in range(3)
-        ]
+        senders = _three_senders(newsletter_home, server.env())
         outputs = [p.communicate(timeout=180) for p in senders]
     for p, (_, err) in zip(senders, outputs, strict=True):
         assert p.returncode == 0, err
@@ -62,9 +66,7 @@ def test_killing_one_of_three_senders_loses_nobody(newsletter_home: Path) -> Non
     addresses = _populate(newsletter_home, 300)
     handler = Handler(delay=0.02)
     with running(handler) as server:
-        senders = [
-            _start_send(newsletter_home, server.env(), "--connections", "2") for _ in range(3)
-        ]
+        senders = _three_senders(newsletter_home, server.env())
         deadline = time.monotonic() + 60
         while len(handler.received) < 60:
             assert time.monotonic() < deadline
