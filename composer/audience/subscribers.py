@@ -121,10 +121,6 @@ class _Columns:
         return cls(email=email, other=other, **picks)
 
 
-def _cell(row: list[str], index: int | None) -> str:
-    return row[index].strip() if index is not None and index < len(row) else ""
-
-
 @lru_cache(maxsize=4096)
 def _split_lists(text: str) -> tuple[str, ...]:
     """Mailchimp writes tags as '"a","b"'; we also accept 'a, b' and 'a|b'.
@@ -133,20 +129,43 @@ def _split_lists(text: str) -> tuple[str, ...]:
     return tuple(p for p in parts if p)
 
 
-def _rows(handle: IO[str], path: Path) -> Iterator[tuple[int, list[str]]]:
+def _reader(handle: IO[str]) -> Any:
+    """A CSV reader over the file, its delimiter guessed from the first line."""
     first = handle.readline()
     delimiter = _sniff_delimiter(first)
-    reader = csv.reader(_chain(first, handle), delimiter=delimiter)
-    try:
-        for row in reader:
-            yield reader.line_num, row
-    except csv.Error as exc:
-        raise SubscriberError(f"{path}:{reader.line_num}: unreadable CSV: {exc}") from None
+    if handle.seekable():
+        handle.seek(0)  # read straight from the file, not through a generator
+        return csv.reader(handle, delimiter=delimiter)
+    return csv.reader(_chain(first, handle), delimiter=delimiter)
 
 
 def _chain(first: str, rest: IO[str]) -> Iterator[str]:
     yield first
     yield from rest
+
+
+class _Rejects:
+    """``<file>.rejects.csv``, made at the first rejected row: line, reason, the row."""
+
+    def __init__(self, path: Path, header: list[str], report: ImportReport) -> None:
+        self.path, self.header, self.report = path, header, report
+        self.file: IO[str] | None = None
+        self.writer: Any = None
+
+    def add(self, source: Path, line: int, row: list[str], problem: SubscriberError) -> None:
+        self.report.rejected += 1
+        if len(self.report.problems) < 20:
+            self.report.problems.append(f"{source}:{line}: {problem}")
+        if self.file is None:
+            self.file = self.path.open("w", encoding="utf-8", newline="")
+            self.writer = csv.writer(self.file)
+            self.writer.writerow(["line", "reason", *self.header])
+        self.writer.writerow([line, str(problem), *row])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.report.rejects_file = self.path
 
 
 def import_csv(store: Store, path: Path, list_name: str | None) -> ImportReport:
@@ -156,90 +175,103 @@ def import_csv(store: Store, path: Path, list_name: str | None) -> ImportReport:
     merged into it; an address that unsubscribed, bounced or complained stays so.
     """
     report = ImportReport()
-    rejects_path = path.with_name(path.stem + ".rejects.csv")
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise SubscriberError(f"{path}: cannot read: {exc.strerror}") from None
-    rejects: IO[str] | None = None
-    rejects_writer: Any = None
-    extra_lists = [list_name] if list_name else []
     with handle:
-        rows = _rows(handle, path)
         try:
-            _, header = next(rows)
+            reader = _reader(handle)
+            header = next(reader)
         except StopIteration:
             raise SubscriberError(f"{path}: the file is empty") from None
         except UnicodeDecodeError:
             raise SubscriberError(f"{path}: not UTF-8 text; export it as UTF-8 CSV") from None
+        except csv.Error as exc:
+            raise SubscriberError(f"{path}:1: unreadable CSV: {exc}") from None
         columns = _Columns.from_header(header, path)
-        parse, email_column = _parser(columns), columns.email
-        pending: list[tuple[int, str, _Row]] = []  # (line, address as written, row)
-        # Addresses written differently from their normalised form in this file, so
-        # that a later row with the plain spelling is known to merge with them too.
-        odd_spellings: dict[str, str] = {}
-
-        def flush() -> None:
-            stamp = now_iso()
-            with store.transaction() as db:
-                outcomes = store.upsert_many(
-                    db, [(*r[:4], [*r[4], *extra_lists], r[5]) for _, _, r in pending], stamp
-                )
-                counts = Counter(outcomes)
-                report.added += counts["added"]
-                report.updated += counts["updated"]
-                report.suppressed += counts["suppressed"]
-                for (line, raw, (email, *_)), outcome in zip(pending, outcomes, strict=True):
-                    if outcome == "added" and raw == email:
-                        continue
-                    first = odd_spellings.get(email, email)
-                    if outcome != "added" and raw != first:
-                        _note_merge(
-                            report,
-                            f"{path}:{line}: {raw} is the same address as "
-                            f"{first}: merged into one "
-                            "subscriber",
-                        )
-                    if raw != email and len(odd_spellings) < 100_000:
-                        odd_spellings.setdefault(email, raw)
-            pending.clear()
-
+        rejects = _Rejects(path.with_name(path.stem + ".rejects.csv"), header, report)
         try:
-            for line, row in rows:
-                if not "".join(row).strip():
-                    continue
-                try:
-                    pending.append((line, _cell(row, email_column), parse(row)))
-                except SubscriberError as exc:
-                    report.rejected += 1
-                    if len(report.problems) < 20:
-                        report.problems.append(f"{path}:{line}: {exc}")
-                    if rejects is None:
-                        rejects = rejects_path.open("w", encoding="utf-8", newline="")
-                        rejects_writer = csv.writer(rejects)
-                        rejects_writer.writerow(["line", "reason", *header])
-                    rejects_writer.writerow([line, str(exc), *row])
-                    continue
-                if len(pending) >= BATCH:
-                    flush()
-            if pending:
-                flush()
+            _import_rows(store, path, reader, columns, (list_name,) if list_name else (), rejects)
         except UnicodeDecodeError as exc:
             raise SubscriberError(
                 f"{path}: not UTF-8 text ({exc.reason}); export it as "
                 "UTF-8 CSV; the rows before it were imported"
             ) from None
+        except csv.Error as exc:
+            raise SubscriberError(f"{path}:{reader.line_num}: unreadable CSV: {exc}") from None
         finally:
-            if rejects is not None:
-                rejects.close()
-                report.rejects_file = rejects_path
+            rejects.close()
     return report
+
+
+def _import_rows(
+    store: Store,
+    path: Path,
+    reader: Any,
+    columns: _Columns,
+    extra_lists: tuple[str, ...],
+    rejects: _Rejects,
+) -> None:
+    """The rows after the header, parsed, checked and upserted a batch at a time."""
+    report = rejects.report
+    parse, email_i = _parser(columns, extra_lists), columns.email
+    rows: list[_Row] = []
+    lines: list[int] = []
+    written: dict[int, str] = {}  # index in the batch -> the address as written, if not as stored
+    # Addresses written differently from their normalised form in this file, so
+    # that a later row with the plain spelling is known to merge with them too.
+    odd_spellings: dict[str, str] = {}
+
+    def flush() -> None:
+        with store.transaction() as db:
+            outcomes = store.upsert_many(db, rows, now_iso())
+        counts = Counter(outcomes)
+        report.added += counts["added"]
+        report.updated += counts["updated"]
+        report.suppressed += counts["suppressed"]
+        for i, outcome in enumerate(outcomes):
+            raw = written.get(i)
+            if outcome == "added" and raw is None:
+                continue
+            email = rows[i][0]
+            raw = raw or email
+            first = odd_spellings.get(email, email)
+            if outcome != "added" and raw != first:
+                _note_merge(
+                    report,
+                    f"{path}:{lines[i]}: {raw} is the same address as {first}: "
+                    "merged into one subscriber",
+                )
+            if raw != email and len(odd_spellings) < 100_000:
+                odd_spellings.setdefault(email, raw)
+        rows.clear()
+        lines.clear()
+        written.clear()
+
+    for row in reader:
+        if not "".join(row).strip():
+            continue
+        try:
+            parsed = parse(row)
+        except SubscriberError as exc:
+            rejects.add(path, reader.line_num, row, exc)
+            continue
+        # (parse refused a row too short to have the address)
+        if row[email_i] != parsed[0] and (raw := row[email_i].strip()) != parsed[0]:
+            written[len(rows)] = raw
+        rows.append(parsed)
+        lines.append(reader.line_num)
+        if len(rows) >= BATCH:
+            flush()
+    if rows:
+        flush()
 
 
 _Row = tuple[str, str, str, str, tuple[str, ...], str | None]
 
 
-def _parser(columns: _Columns) -> Callable[[list[str]], _Row]:
+def _parser(columns: _Columns, extra_lists: tuple[str, ...]) -> Callable[[list[str]], _Row]:
     """A row parser for this file's columns: (email, name, language, attributes as
     JSON text, lists, status). Made once per file, so that per row there is only
     the work the row needs (this loop is most of an import's Python time)."""
@@ -248,19 +280,32 @@ def _parser(columns: _Columns) -> Callable[[list[str]], _Row]:
     joined_name = name_i is None and (first_i is not None or last_i is not None)
     # Attribute keys encoded once; values as JSON strings, the way json.dumps writes them.
     other = [(i, json_string(label) + ": ") for i, label in columns.other]
+    used = [
+        i
+        for i in (email_i, name_i, first_i, last_i, language_i, lists_i, status_i)
+        if i is not None
+    ]
+    # Short rows are padded to ``size`` cells; a column the file does not have
+    # reads the last one, always empty.
+    missing = max(used + [i for i, _ in other]) + 1
+    size = missing + 1
+    padding = [""] * size
+    name_i, first_i, last_i, language_i, lists_i, status_i = (
+        missing if i is None else i
+        for i in (name_i, first_i, last_i, language_i, lists_i, status_i)
+    )
+    lists_of: dict[str, tuple[str, ...]] = {}
 
     def parse(row: list[str]) -> _Row:
-        width = len(row)
-
-        def cell(index: int | None) -> str:
-            return row[index].strip() if index is not None and index < width else ""
-
-        email = normalise(row[email_i] if email_i < width else "")
-        name = cell(name_i)
+        if len(row) < size:
+            row = row + padding[len(row) :]
+        email = normalise(row[email_i])
         if joined_name:
-            name = " ".join(filter(None, (cell(first_i), cell(last_i))))
+            name = " ".join(filter(None, (row[first_i].strip(), row[last_i].strip())))
+        else:
+            name = row[name_i].strip()
         status = None
-        if status_i is not None and (status_word := cell(status_i).lower()):
+        if status_word := row[status_i].strip().lower():
             status = _STATUS_WORDS.get(status_word)
             if status is None:
                 raise SubscriberError(
@@ -268,16 +313,21 @@ def _parser(columns: _Columns) -> Callable[[list[str]], _Row]:
                 )
         attributes = "{}"
         if other:
-            parts = [key + json_string(value) for i, key in other if (value := cell(i))]
+            parts = [key + json_string(value) for i, key in other if (value := row[i].strip())]
             if parts:
                 attributes = "{" + ", ".join(parts) + "}"
-        lists = cell(lists_i)
+        listed = row[lists_i].strip()
+        lists = lists_of.get(listed)
+        if lists is None:
+            lists = _split_lists(listed) + extra_lists if listed else extra_lists
+            if len(lists_of) < 4096:
+                lists_of[listed] = lists
         return (
             email,
             normalise_name(name) if name else "",
-            cell(language_i)[:20],
+            row[language_i].strip()[:20],
             attributes,
-            _split_lists(lists) if lists else (),
+            lists,
             status,
         )
 

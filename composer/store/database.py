@@ -13,7 +13,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,6 +262,8 @@ class Store:
                     continue  # another process applied it while we waited for the lock
                 for statement in step.statements:
                     db.execute(statement)
+                if step.sqlite is not None and isinstance(db, sqlite3.Connection):
+                    step.sqlite(db)
                 db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now_iso()))
             log.info("%s: applied migration %d (%s)", self.path, version, step.name)
         return len(MIGRATIONS)
@@ -276,7 +278,7 @@ class Store:
     def upsert_many(
         self,
         db: Connection,
-        rows: list[tuple[str, str, str, dict[str, Any] | str, list[str], str | None]],
+        rows: Sequence[tuple[str, str, str, dict[str, Any] | str, Sequence[str], str | None]],
         stamp: str,
     ) -> list[str]:
         """``upsert`` for a batch of rows (email, name, language, attributes, lists,
