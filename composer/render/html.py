@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 import os
 import re
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -83,7 +86,7 @@ class _NoNetwork(types.ModuleType):
         raise TemplateError("premailer tried to use the network; it is disabled")
 
 
-def _premailer_class() -> Any:
+def _import_premailer() -> Any:
     if "premailer" not in sys.modules and "requests" not in sys.modules:
         sys.modules["requests"] = _NoNetwork("requests")
         try:
@@ -96,6 +99,212 @@ def _premailer_class() -> Any:
     return Premailer
 
 
+_MEMO_LIMIT = 20_000  # entries of each kind; past it the memo starts afresh
+
+
+class _StyleMemo:
+    """What premailer works out from CSS text, kept between processes.
+
+    A process's first premailer transform costs ~50 ms more than the next:
+    cssutils compiles its tokenizer and property grammar, cssselect translates
+    each selector to XPath, every style text is parsed. An edited issue changes
+    none of those inputs (the theme's stylesheet, its selectors, the style
+    attributes MRML writes), so this memo keeps premailer's own results for
+    them: each ``<style>`` block's rules (and what stays in the head), each
+    selector's XPath, each style text's declarations. For an input it has seen,
+    the first transform in a process skips cssutils and cssselect; the HTML is
+    byte for byte what premailer alone makes (a test compares). Saved as JSON
+    next to the inline cache; an unreadable or odd file is ignored.
+    """
+
+    def __init__(self) -> None:
+        # A block's rules without their indexes, and its leftovers (None: none).
+        self.rules: dict[str, tuple[list[tuple[tuple[int, int, int, int], str, str]], str | None]]
+        self.rules = {}
+        self.xpaths: dict[str, str] = {}
+        self.pairs: dict[str, list[tuple[str, str]]] = {}
+        self.selectors: dict[str, Any] = {}  # compiled XPath objects, this process only
+        self.loaded: set[Path] = set()
+        self.learned = 0  # entries added in this process
+        self.synced: dict[Path, int] = {}  # ``learned`` when a file last held it all
+        # Several threads may render at once (``serve``): one saves while another learns.
+        self._lock = threading.Lock()
+
+    @staticmethod
+    @functools.cache
+    def stamp() -> str:
+        """The versions whose results the memo holds."""
+        from importlib.metadata import version
+
+        _import_premailer()  # first, so that it comes without requests
+        import cssselect
+        import premailer
+        from lxml import etree
+
+        return (
+            f"{_INLINE_VERSION} premailer-{premailer.__version__} cssutils-{version('cssutils')} "
+            f"cssselect-{cssselect.__version__} lxml-{etree.__version__}"
+        )
+
+    def load(self, path: Path) -> None:
+        if path in self.loaded:
+            return
+        self.loaded.add(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data["stamp"] != self.stamp():
+                return
+            rules = {
+                _text(css): (
+                    [(_specificity(spec), _text(sel), _text(bulk)) for spec, sel, bulk in found],
+                    None if head is None else _text(head),
+                )
+                for css, (found, head) in data["rules"].items()
+            }
+            xpaths = {_text(css): _text(path) for css, path in data["xpaths"].items()}
+            pairs = {
+                _text(css): [(_text(k), _text(v)) for k, v in found]
+                for css, found in data["pairs"].items()
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            return  # the memo is only ever a shortcut
+        with self._lock:
+            if all(
+                mine.keys() <= theirs.keys()
+                for mine, theirs in (
+                    (self.rules, rules),
+                    (self.xpaths, xpaths),
+                    (self.pairs, pairs),
+                )
+            ):
+                self.synced[path] = self.learned  # nothing to add to this file
+            self.rules = {**rules, **self.rules}
+            self.xpaths = {**xpaths, **self.xpaths}
+            self.pairs = {**pairs, **self.pairs}
+
+    def save(self, path: Path) -> None:
+        with self._lock:
+            if self.synced.get(path) == self.learned:
+                return
+            self.synced[path] = self.learned
+            data = {
+                "stamp": self.stamp(),
+                "rules": dict(self.rules),
+                "xpaths": dict(self.xpaths),
+                "pairs": dict(self.pairs),
+            }
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+    def remember(self, table: dict[str, Any], key: str, value: Any) -> None:
+        with self._lock:
+            if len(table) >= _MEMO_LIMIT:
+                table.clear()
+            table[key] = value
+            self.learned += 1
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not text")
+    return value
+
+
+def _specificity(value: Any) -> tuple[int, int, int, int]:
+    if not (isinstance(value, list) and len(value) == 4 and all(type(v) is int for v in value)):
+        raise TypeError("not a specificity")
+    return (value[0], value[1], value[2], value[3])
+
+
+_MEMO = _StyleMemo()
+_MEMO_FILE = "premailer-memo.json"
+
+
+class _HeadStyles:
+    """A ``<style>`` block's leftovers (media queries, pseudo-classes) as premailer
+    wrote them, standing in for the cssutils rules they came from."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+@functools.cache
+def _premailer_class() -> Any:
+    """premailer's ``Premailer``, its results for CSS text looked up in ``_MEMO``.
+
+    Only premailer's pure functions of text are memoised: how a ``<style>``
+    block reads (``_parse_style_rules``), a selector's XPath
+    (``_create_cssselector``) and a style text's declarations
+    (``csstext_to_pairs``). Should a premailer release rename any of them,
+    premailer is used as it is."""
+    Premailer = _import_premailer()
+    import premailer.merge_style as merge_style
+    import premailer.premailer as module
+    from lxml import etree
+
+    names = ("_parse_style_rules", "_css_rules_to_string")
+    if not (
+        all(hasattr(Premailer, n) for n in names)
+        and hasattr(module, "_create_cssselector")
+        and getattr(module, "csstext_to_pairs", None) is getattr(merge_style, "csstext_to_pairs", 0)
+        and hasattr(merge_style.csstext_to_pairs, "_lock")
+    ):
+        return Premailer
+    their_pairs, their_selector = merge_style.csstext_to_pairs, module._create_cssselector
+
+    def csstext_to_pairs(text: str, validate: bool = True) -> list[tuple[str, str]]:
+        key = f"{int(validate)}{text}"
+        found = _MEMO.pairs.get(key)
+        if found is None:
+            found = [(k, v) for k, v in their_pairs(text, validate=validate)]
+            _MEMO.remember(_MEMO.pairs, key, found)
+        return found
+
+    def create_cssselector(selector: str) -> Any:
+        compiled = _MEMO.selectors.get(selector)
+        if compiled is None:
+            path = _MEMO.xpaths.get(selector)
+            if path is None:
+                compiled = their_selector(selector)
+                _MEMO.remember(_MEMO.xpaths, selector, compiled.path)
+            else:
+                compiled = etree.XPath(path)
+            _MEMO.selectors[selector] = compiled
+        return compiled
+
+    csstext_to_pairs._lock = their_pairs._lock  # type: ignore[attr-defined]  # premailer's own
+    merge_style.csstext_to_pairs = module.csstext_to_pairs = csstext_to_pairs
+    module._create_cssselector = create_cssselector
+
+    class MemoPremailer(Premailer):  # type: ignore[misc,valid-type]
+        def _parse_style_rules(self, css_body: str, ruleset_index: int) -> Any:
+            found = _MEMO.rules.get(css_body)
+            if found is None:
+                rules, leftover = super()._parse_style_rules(css_body, ruleset_index)
+                head = super()._css_rules_to_string(leftover) if leftover else None
+                found = ([(spec[:4], sel, bulk) for spec, sel, bulk in rules], head)
+                _MEMO.remember(_MEMO.rules, css_body, found)
+            rules, head = found
+            # The specificity ends with the block's index and the rule's own.
+            numbered = [
+                ((*s, ruleset_index, i), sel, bulk) for i, (s, sel, bulk) in enumerate(rules)
+            ]
+            return numbered, ([] if head is None else [_HeadStyles(head)])
+
+        def _css_rules_to_string(self, rules: list[Any]) -> str:
+            if len(rules) == 1 and isinstance(rules[0], _HeadStyles):
+                return rules[0].text
+            text: str = super()._css_rules_to_string(rules)
+            return text
+
+    return MemoPremailer
+
+
 def _cache_path(cache_dir: Path, html: str) -> Path:
     key = hashlib.sha256(f"{_INLINE_VERSION}\x00{html}".encode()).hexdigest()
     return cache_dir / f"inline-{key[:40]}.html"
@@ -104,9 +313,11 @@ def _cache_path(cache_dir: Path, html: str) -> Path:
 def inline_css_cached(html: str, cache_dir: Path | None) -> str:
     """``inline_css`` with an on-disk cache keyed by the exact input.
 
-    The first premailer transform in a process costs ~0.4 s (its import and
-    cssutils compiling its tokenizer); a rebuild of an unchanged issue reads
-    the result instead. A broken or unwritable cache is never an error.
+    A rebuild of an unchanged issue reads the result instead of importing
+    premailer at all; an edited one is inlined with ``_MEMO`` warm. The cache
+    keeps the ``KEEP_INLINED`` latest results (an editor who builds after every
+    edit would otherwise fill the disk). A broken or unwritable cache is never
+    an error.
     """
     if cache_dir is None:
         return inline_css(html)
@@ -115,15 +326,30 @@ def inline_css_cached(html: str, cache_dir: Path | None) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         pass
+    _MEMO.load(cache_dir / _MEMO_FILE)
     out = inline_css(html)
+    _MEMO.save(cache_dir / _MEMO_FILE)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(out, encoding="utf-8")
         os.replace(tmp, path)
+        _forget_oldest(cache_dir)
     except OSError:
         pass
     return out
+
+
+KEEP_INLINED = 64
+
+
+def _forget_oldest(cache_dir: Path) -> None:
+    kept = list(cache_dir.glob("inline-*.html"))
+    if len(kept) <= KEEP_INLINED:
+        return
+    by_age = sorted(kept, key=lambda p: p.stat().st_mtime)
+    for old in by_age[: len(kept) - KEEP_INLINED]:
+        old.unlink(missing_ok=True)
 
 
 def inline_css(html: str) -> str:

@@ -322,6 +322,8 @@ class _Engine:
     def _behind_share(self, relay: _Relay) -> bool:
         """Whether ``relay`` may take a message now: messages are spread by share, so
         a relay ahead of its share waits for the others (within a few messages)."""
+        if len(self.relays) < 2:
+            return True
         # Only relays that are connected count: one still (re)connecting must not
         # hold the others up.
         alive = [r for r in self._alive() if any(k.relay is r and k.conn for k in self.links)]
