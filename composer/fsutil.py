@@ -22,16 +22,18 @@ _UMASK = _umask()
 FILE_MODE = 0o666 & ~_UMASK
 
 
-def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+def write_atomic(path: Path, data: bytes, mode: int | None = None, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (a failed
+    write leaves no temporary file). ``durable=False``, for caches: no fsync."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, FILE_MODE if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

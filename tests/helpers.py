@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from composer.cli import app
@@ -135,3 +138,18 @@ def database_text(home: Path) -> str:
         return "\n".join(
             repr(row) for table in tables for row in db.execute(f"SELECT * FROM {table}").fetchall()
         )
+
+
+def mount_tmpfs(folder: Path, size: str) -> None:
+    """A small tmpfs at ``folder``, to fill (the caller unmounts it: ``umount -l``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        reason = f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}"
+        if os.environ.get("NEWSLETTER_REQUIRE_MOUNT") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import TemplateError
+from composer.fsutil import write_atomic
 
 _DOCTYPE_RE = re.compile(r"^\s*<!doctype html>", re.IGNORECASE)
 _INLINE_VERSION = "premailer-3.10/2"  # bump when inline_css's options change
@@ -193,13 +194,8 @@ class _StyleMemo:
                 "xpaths": dict(self.xpaths),
                 "pairs": dict(self.pairs),
             }
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            write_atomic(path, json.dumps(data, ensure_ascii=False).encode(), durable=False)
 
     def remember(self, table: dict[str, Any], key: str, value: Any) -> None:
         with self._lock:
@@ -329,14 +325,9 @@ def inline_css_cached(html: str, cache_dir: Path | None) -> str:
     _MEMO.load(cache_dir / _MEMO_FILE)
     out = inline_css(html)
     _MEMO.save(cache_dir / _MEMO_FILE)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(out, encoding="utf-8")
-        os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        write_atomic(path, out.encode(), durable=False)
         _forget_oldest(cache_dir)
-    except OSError:
-        pass
     return out
 
 

@@ -120,6 +120,24 @@ def environment(theme: str, home: Path | None, cache_dir: Path | None = None) ->
     return _environment(dirs, cache_dir)
 
 
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Jinja's compiled templates on disk, never an error: with the disk full or
+    the folder unreadable, templates are only compiled again (Jinja itself
+    raises, which made ``build`` fail on a full disk)."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except OSError as exc:
+            log.debug("template cache: cannot read %s: %s", bucket.key, exc)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)  # removes its temporary file if it fails
+        except OSError as exc:
+            log.debug("template cache: cannot write %s: %s", bucket.key, exc)
+
+
 def _bytecode_cache(cache_dir: Path | None) -> jinja2.BytecodeCache | None:
     if cache_dir is None:
         return None
@@ -127,7 +145,7 @@ def _bytecode_cache(cache_dir: Path | None) -> jinja2.BytecodeCache | None:
         (cache_dir / "jinja").mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
-    return jinja2.FileSystemBytecodeCache(str(cache_dir / "jinja"))
+    return _BytecodeCache(str(cache_dir / "jinja"))
 
 
 def copy_theme(name: str, home: Path, as_name: str | None = None) -> Path:

@@ -20,6 +20,7 @@ from composer.render import html as html_module
 from composer.render.html import _MEMO_FILE, compile_mjml, mark_directions
 from composer.render.pipeline import render_issue
 from tests.conftest import REPO, SEED_ISSUE
+from tests.helpers import mount_tmpfs, run
 
 pytestmark = pytest.mark.no_database
 
@@ -186,3 +187,26 @@ def test_threads_inlining_at_once_share_the_memo(tmp_path: Path) -> None:
         together = list(pool.map(lambda page: html_module.inline_css_cached(page, cache), pages))
     assert together == alone
     assert json.loads((cache / _MEMO_FILE).read_text())["pairs"]
+
+
+def test_a_full_cache_disk_never_fails_a_build(newsletter_home: Path) -> None:
+    """The cache is only a shortcut: with no room for it, ``build`` still writes
+    the issue, and no half-written cache file is left behind."""
+    cache = newsletter_home / "build" / ".cache"
+    mount_tmpfs(cache, "64k")  # room for the memo and compiled templates, not the HTML
+    try:
+        out = newsletter_home / "out"
+        for edit in ("first", "second"):
+            issue = newsletter_home / "issues" / SEED_ISSUE.name
+            issue.write_text(SEED_ISSUE.read_text().replace("Clearview", f"Clearview {edit}"))
+            result = run("build", str(issue), "--out", str(out))
+            assert result.exit_code == 0, result.output
+            assert f"Clearview {edit}" in (out / "email.html").read_text()
+        assert not list(cache.glob("inline-*.html"))  # 72 KB: no room
+        files = [p for p in cache.rglob("*") if p.is_file()]
+        # Whole files only: no temporary or half-written one left behind.
+        assert [p.name for p in files if p.name != _MEMO_FILE and p.suffix != ".cache"] == []
+        for memo in (p for p in files if p.name == _MEMO_FILE):
+            json.loads(memo.read_text())
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)

@@ -17,7 +17,7 @@ from composer.mail.replies import classify, enhanced_code
 from composer.send.lock import SendLock
 from composer.store.database import Store
 from composer.store.postgres import WRITE_LOCK
-from tests.helpers import Database, database_target, run
+from tests.helpers import Database, database_target, mount_tmpfs, run
 from tests.send.test_resume import _env, _start_send, _wait_for
 from tests.send.test_send import add_subscribers, counts, use
 from tests.smtp_server import Handler, free_port, running
@@ -103,26 +103,12 @@ def test_a_database_locked_for_a_while_is_waited_for(newsletter_home: Path) -> N
     assert counts(newsletter_home) == {"sent": 20}
 
 
-def _mount_tmpfs(folder: Path, size: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        reason = f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}"
-        if os.environ.get("NEWSLETTER_REQUIRE_MOUNT") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 def test_a_full_outbox_disk_stops_cleanly_and_resumes(
     newsletter_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     addresses = add_subscribers(6)
     outbox = newsletter_home / "outbox"
-    _mount_tmpfs(outbox, "300k")  # room for two ~100 KB messages
+    mount_tmpfs(outbox, "300k")  # room for two ~100 KB messages
     try:
         full = run("send", "2025-04-16", "--yes", "--connections", "1")
         assert full.exit_code == 1, full.output
