@@ -149,9 +149,7 @@ def verify_verp(keys: str | list[str], address: str) -> BounceClaim | None:
 
 
 def _claim_mac(key: str, purpose: str, payload: bytes) -> bytes:
-    return hmac.new(key.encode(), purpose.encode() + b"\x00" + payload, hashlib.sha256).digest()[
-        :_MAC_BYTES
-    ]
+    return _hmac(key, purpose.encode() + b"\x00", payload)[:_MAC_BYTES]
 
 
 def sign_claim(key: str, purpose: str, *fields: str) -> str:
