@@ -4,7 +4,9 @@
 - `newsletter build` and `newsletter --help` as whole processes: a build of an
   unchanged issue, of an issue edited since the last build (the editor's loop),
   and with no cache at all (a new newsletter's first build);
-- the reference: `python -c "import typer, jinja2, premailer, mjml"`, same run.
+- the reference: `python -c "import typer, jinja2, premailer, mjml"`, same run;
+  every process is timed in turn with the others (build, edited, cold, help,
+  reference, build, ...), .pyc files written as on a user's machine.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import BIN, REPO, median_seconds, process_seconds, report
+from common import BIN, REPO, Case, interleaved_seconds, median_seconds, report
 
 from composer.issue.load import load_issue
 from composer.render.pipeline import render_issue
@@ -27,25 +29,44 @@ def main() -> None:
     in_process = median_seconds(lambda: render_issue(load_issue(SEED)), repeat * 2, warmup=2)
     newsletter = str(BIN / "newsletter")
     with tempfile.TemporaryDirectory() as folder:
-        home = Path(folder)
-        (home / "issues").mkdir()
-        issue = home / "issues" / SEED.name
-        shutil.copy(SEED, issue)
-        argv = [newsletter, "build", str(issue), "--out", str(home / "out")]
-        build = process_seconds(argv, repeat, cwd=home)
+        top = Path(folder)
+        homes = {}
+        for name in ("build", "edited", "cold"):
+            home = homes[name] = top / name
+            (home / "issues").mkdir(parents=True)
+            shutil.copy(SEED, home / "issues" / SEED.name)
         edits = iter(range(10**6))
+
+        def argv(name: str) -> list[str]:
+            home = homes[name]
+            return [
+                newsletter,
+                "build",
+                str(home / "issues" / SEED.name),
+                "--out",
+                str(home / "out"),
+            ]
 
         def edit() -> None:
             """The editor's loop: a word changed, then a build (caches as it left them)."""
             text = SEED.read_text(encoding="utf-8")
+            issue = homes["edited"] / "issues" / SEED.name
             issue.write_text(text.replace("Clearview", f"Clearview {next(edits)}"), "utf-8")
 
-        edited = process_seconds(argv, repeat, cwd=home, before=edit)
-        cold = process_seconds(
-            argv, repeat, cwd=home, before=lambda: shutil.rmtree(home / "build" / ".cache", True)
+        def forget() -> None:
+            shutil.rmtree(homes["cold"] / "build" / ".cache", True)
+
+        times = interleaved_seconds(
+            {
+                "build": Case(argv("build"), homes["build"]),
+                "edited": Case(argv("edited"), homes["edited"], edit),
+                "cold": Case(argv("cold"), homes["cold"], forget),
+                "help": Case([newsletter, "--help"]),
+                "ref": Case([sys.executable, "-c", "import typer, jinja2, premailer, mjml"]),
+            },
+            repeat,
         )
-    help_ = process_seconds([newsletter, "--help"], repeat)
-    ref = process_seconds([sys.executable, "-c", "import typer, jinja2, premailer, mjml"], repeat)
+    build, edited, cold, help_, ref = (times[k] for k in ("build", "edited", "cold", "help", "ref"))
     report(
         [
             ("in-process build of the seed issue", in_process, "target <= 40 ms"),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,26 +26,52 @@ def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> fl
     return statistics.median(samples)
 
 
+def _bytecode_env() -> dict[str, str]:
+    """The environment with .pyc files written and read, as on a user's machine
+    (any non-empty PYTHONDONTWRITEBYTECODE, "0" included, turns writing off, and
+    every process would then compile each module changed since its last .pyc)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def process_seconds(
     argv: list[str], repeat: int, cwd: Path = REPO, before: Callable[[], object] | None = None
 ) -> float:
     """Median wall time of a whole process; ``before`` runs untimed before each."""
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0"}
+    case = Case(argv, cwd, before)
+    return interleaved_seconds({"": case}, repeat)[""]
 
-    def once() -> None:
-        subprocess.run(
-            argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
 
-    if before is None:
-        return median_seconds(once, repeat, warmup=2)
-    samples = []
-    for _ in range(repeat + 1):
-        before()
-        start = time.perf_counter()
-        once()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples[1:])
+@dataclass(frozen=True)
+class Case:
+    """A whole process to time: its command line, folder, and what runs untimed before it."""
+
+    argv: list[str]
+    cwd: Path = REPO
+    before: Callable[[], object] | None = None
+
+
+def interleaved_seconds(cases: dict[str, Case], repeat: int) -> dict[str, float]:
+    """Median wall time of each case's process, the cases taken in turn
+    (a, b, c, a, b, c, ...) so that a machine busier in one minute than the
+    next weighs on every case alike, references included. One untimed round first."""
+    env = _bytecode_env()
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for round_ in range(repeat + 1):
+        for name, case in cases.items():
+            if case.before is not None:
+                case.before()
+            start = time.perf_counter()
+            subprocess.run(
+                case.argv,
+                cwd=case.cwd,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if round_:
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(found) for name, found in samples.items()}
 
 
 def report(rows: list[tuple[str, float, str]]) -> None:
