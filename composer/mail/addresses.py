@@ -18,6 +18,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from composer import memo
 from composer.errors import SubscriberError
 
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
@@ -35,11 +36,48 @@ def _validate(text: str) -> str:
     return str(result.ascii_email or result.normalized).lower()
 
 
+_ASCII_DOMAIN = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+
+
 @lru_cache(maxsize=8192)
 def _ascii_domain(domain: str) -> str:
     """email-validator's verdict on a domain, kept: lists repeat a few domains
-    endlessly, and the domain check (IDNA, UTS-46) is most of its cost."""
-    return _validate(f"x@{domain}").partition("@")[2]
+    endlessly, and the domain check (IDNA, UTS-46) is most of its cost. Between
+    processes too (``composer.memo``): a ``build`` checks the same From domain
+    every time, and would otherwise import email-validator for it (20 ms)."""
+
+    def plausible(kept: object) -> bool:  # a kept answer, vetted all the same
+        return (
+            isinstance(kept, str)
+            and _ASCII_DOMAIN.fullmatch(kept) is not None
+            and _spells(kept, domain)
+        )
+
+    return memo.recall(
+        "domain",
+        domain,
+        lambda: memo.versions("email-validator", "idna"),
+        lambda: _validate(f"x@{domain}").partition("@")[2],
+        plausible,
+    )
+
+
+def _spells(ascii_domain: str, domain: str) -> bool:
+    """Whether ``ascii_domain`` is ``domain``, label for label, as written or
+    in Punycode (a kept answer that is not, say for a domain that UTS-46 maps,
+    is simply worked out again)."""
+    theirs, mine = ascii_domain.split("."), domain.split(".")
+    if len(theirs) != len(mine):
+        return False
+    for label, own in zip(theirs, mine, strict=True):
+        if label.startswith("xn--") and not own.isascii():
+            try:
+                label = label[4:].encode("ascii").decode("punycode")
+            except UnicodeError:
+                return False
+        if label != own:
+            return False
+    return True
 
 
 def normalise(raw: str) -> str:

@@ -87,16 +87,51 @@ class _NoNetwork(types.ModuleType):
         raise TemplateError("premailer tried to use the network; it is disabled")
 
 
+class _LateCssutils(types.ModuleType):
+    """Stands in for ``cssutils`` inside premailer until premailer first uses it.
+
+    premailer imports cssutils at module level (30 ms here: its grammar, and
+    urllib and ssl for fetching), but with ``_MEMO`` warm an edited issue's
+    transform never calls it. On the first use of any of its names, the real
+    cssutils is imported, told to log only what is critical (its parser warns
+    about every ``mso-`` property), and put in premailer's modules in place of
+    this stand-in."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_real_cssutils(), name)
+
+
+_PREMAILER_MODULES = ("premailer.premailer", "premailer.merge_style")
+
+
+def _real_cssutils() -> Any:
+    import cssutils
+
+    cssutils.log.setLevel(logging.CRITICAL)
+    for name in _PREMAILER_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and isinstance(getattr(module, "cssutils", None), _LateCssutils):
+            module.cssutils = cssutils  # type: ignore[attr-defined]
+    return cssutils
+
+
 def _import_premailer() -> Any:
-    if "premailer" not in sys.modules and "requests" not in sys.modules:
-        sys.modules["requests"] = _NoNetwork("requests")
+    if "premailer" not in sys.modules:
+        stand_ins = {
+            "requests": _NoNetwork("requests"),
+            "cssutils": _LateCssutils("cssutils"),
+        }
+        stand_ins = {k: v for k, v in stand_ins.items() if k not in sys.modules}
+        sys.modules.update(stand_ins)
         try:
-            from premailer import Premailer
+            import premailer  # noqa: F401
         finally:
-            del sys.modules["requests"]
-        return Premailer
+            for name in stand_ins:
+                del sys.modules[name]
     from premailer import Premailer
 
+    if "cssutils" in sys.modules:  # the real one, imported before premailer
+        _real_cssutils()
     return Premailer
 
 
@@ -362,8 +397,7 @@ def inline_css(html: str) -> str:
     )
     inliner = Premailer(
         html,
-        allow_network=False,
-        cssutils_logging_level=logging.CRITICAL,
+        allow_network=False,  # (cssutils logs only what is critical: ``_real_cssutils``)
         disable_validation=True,
         remove_classes=False,
         strip_important=False,

@@ -11,7 +11,8 @@ Babel for the edition's locale.
 from __future__ import annotations
 
 import datetime as dt
-import gettext as _gettext
+import functools
+import hashlib
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,28 +21,52 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from composer import memo
 from composer.issue.editions import direction
 from composer.issue.words import LOCALE_DIR, PLACEHOLDER_RE
 
 
 @lru_cache(maxsize=32)
-def _compiled(language: str) -> _gettext.NullTranslations:
-    """The catalog for ``language`` (``es-MX`` falls back to ``es``), compiled
-    from its .po with Babel; English and unknown languages translate nothing."""
-    from babel.messages.mofile import write_mo
-    from babel.messages.pofile import read_po
-
+def _compiled(language: str) -> Mapping[str, str]:
+    """The catalog for ``language`` (``es-MX`` falls back to ``es``): each
+    translated message by its English text, as Babel reads the .po; English and
+    unknown languages translate nothing. Kept in the build cache's memo under
+    the .po file's digest, since reading it with Babel costs a process 13 ms."""
     code = language.replace("-", "_")
     for name in (code, code.split("_")[0].lower()):
         path = LOCALE_DIR / f"{name}.po"
-        if path.is_file():
-            with path.open("rb") as f:
-                catalog = read_po(f, locale=name)
-            buf = io.BytesIO()
-            write_mo(buf, catalog)
-            buf.seek(0)
-            return _gettext.GNUTranslations(buf)
-    return _gettext.NullTranslations()
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        return memo.recall(
+            "catalog",
+            f"{name} {hashlib.sha256(data).hexdigest()[:32]}",
+            lambda: memo.versions("babel"),
+            functools.partial(read_catalog, data, name),
+            _is_catalog,
+        )
+    return {}
+
+
+def read_catalog(data: bytes, locale: str) -> dict[str, str]:
+    """The translations ``gettext`` would find in the .po ``data`` compiled by
+    Babel: plain messages (no plural, no context) translated and not fuzzy."""
+    from babel.messages.pofile import read_po
+
+    catalog = read_po(io.BytesIO(data), locale=locale)
+    return {
+        m.id: m.string
+        for m in catalog
+        if isinstance(m.id, str) and m.id and isinstance(m.string, str) and m.string
+        if not m.fuzzy and m.context is None
+    }
+
+
+def _is_catalog(kept: object) -> bool:
+    return isinstance(kept, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in kept.items()
+    )
 
 
 @lru_cache(maxsize=64)
@@ -55,9 +80,21 @@ def _babel_locale(language: str) -> Any:
 
 
 def long_date(value: dt.date, language: str) -> str:
-    from babel.dates import format_date
+    """The date as the language writes it in full ("16 April 2025"); kept in
+    the build cache's memo, as Babel's locale data costs a process 17 ms."""
 
-    return str(format_date(value, "long", locale=_babel_locale(language)))
+    def format_long() -> str:
+        from babel.dates import format_date
+
+        return str(format_date(value, "long", locale=_babel_locale(language)))
+
+    return memo.recall(
+        "long-date",
+        f"{language} {value.isoformat()}",
+        lambda: memo.versions("babel"),
+        format_long,
+        lambda kept: isinstance(kept, str),
+    )
 
 
 def language_name(language: str) -> str:
@@ -82,7 +119,7 @@ class Words:
         own = self.overrides.get(message)
         if own:
             return own, True
-        return _compiled(self.language).gettext(message), False
+        return _compiled(self.language).get(message, message), False
 
     def __call__(self, message: str, **values: Any) -> str:
         """The translated ``message`` with its ``%(name)s`` filled in (plain text)."""

@@ -7,6 +7,7 @@ the memo is a shortcut only, never a change to the HTML.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import json, pathlib, sys
 from composer.render import html
 files = json.loads(sys.argv[2])
 if sys.argv[1] == "plain":
+    import cssutils  # premailer as it is: with cssutils from the start
     untouched = html._import_premailer()
     html._premailer_class = lambda: untouched
     out = [html.inline_css(pathlib.Path(f).read_text()) for f in files]
@@ -171,6 +173,51 @@ def test_inlining_never_imports_requests(tmp_path: Path) -> None:
         assert done.stdout.split() == ["False", "True"]
         for stale in (tmp_path / "cache").glob("inline-*.html"):
             stale.unlink()
+
+
+def test_cssutils_comes_in_only_when_premailer_uses_it(tmp_path: Path) -> None:
+    """With the memo warm, an edited issue is inlined without importing cssutils
+    (30 ms); a page that needs it (a floating image: premailer reads its style
+    with cssutils itself) brings it in, quiet, with premailer's own result."""
+    code = (
+        "import logging, pathlib, sys\n"
+        "from composer.render.html import inline_css_cached\n"
+        "out = inline_css_cached(pathlib.Path(sys.argv[2]).read_text(), pathlib.Path(sys.argv[1]))\n"
+        "pathlib.Path(sys.argv[3]).write_text(out)\n"
+        "print('cssutils' in sys.modules, logging.getLogger('CSSUTILS').level)\n"
+    )
+    base = _before_inlining(tmp_path)[0]
+    image = '<img src="a.png" alt="" style="float:right;width:10px;mso-hide:all;color:nonsense">'
+    pages = {
+        "first": base,
+        "edited": _edited(base),
+        "image": base.replace("</body>", f"{image}</body>", 1),
+    }
+    seen = {}
+    for name, page in pages.items():
+        (tmp_path / f"{name}.html").write_text(page)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                str(tmp_path / "cache"),
+                str(tmp_path / f"{name}.html"),
+                str(tmp_path / f"{name}.out"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        )
+        assert done.stderr == ""
+        seen[name] = done.stdout.split()
+    assert seen["first"] == ["True", str(logging.CRITICAL)]  # the memo is made
+    assert seen["edited"][0] == "False"
+    assert seen["image"] == ["True", str(logging.CRITICAL)]
+    plain = _inline("plain", [tmp_path / f"{n}.html" for n in pages], tmp_path / "unused")
+    assert [(tmp_path / f"{n}.out").read_text() for n in pages] == plain
+    assert 'align="right"' in plain[2]
 
 
 def test_threads_inlining_at_once_share_the_memo(tmp_path: Path) -> None:
