@@ -92,7 +92,7 @@ def recall(
             return kept
     answer = compute()
     with _MEMO.lock:
-        if len(answers) < LIMIT:
+        if key in answers or len(answers) < LIMIT:  # (a kept answer refused: replaced)
             answers[key] = answer
             _MEMO.learned = True
     return answer

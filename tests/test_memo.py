@@ -116,6 +116,14 @@ def test_each_kind_keeps_at_most_its_limit(folder: Path, monkeypatch: pytest.Mon
     memo.save()
     kept = json.loads((folder / memo.FILE).read_text(encoding="utf-8"))
     assert kept["kind"]["answers"] == {"a": "A", "b": "B", "c": "C"}
+    # A full kind still replaces an answer it refuses.
+    kept["kind"]["answers"]["b"] = 7
+    (folder / memo.FILE).write_text(json.dumps(kept), encoding="utf-8")
+    _new_process(folder)
+    assert _ask("b", "B", calls) == "B"
+    memo.save()
+    kept = json.loads((folder / memo.FILE).read_text(encoding="utf-8"))
+    assert kept["kind"]["answers"] == {"a": "A", "b": "B", "c": "C"}
 
 
 def test_nothing_is_written_where_there_is_no_cache_folder(tmp_path: Path) -> None:
