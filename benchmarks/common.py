@@ -33,14 +33,6 @@ def _bytecode_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def process_seconds(
-    argv: list[str], repeat: int, cwd: Path = REPO, before: Callable[[], object] | None = None
-) -> float:
-    """Median wall time of a whole process; ``before`` runs untimed before each."""
-    case = Case(argv, cwd, before)
-    return interleaved_seconds({"": case}, repeat)[""]
-
-
 @dataclass(frozen=True)
 class Case:
     """A whole process to time: its command line, folder, and what runs untimed before it."""

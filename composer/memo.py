@@ -47,7 +47,7 @@ class _Memo:
         try:
             data = json.loads((self.folder / FILE).read_text(encoding="utf-8"))
             kinds = {
-                kind: {"stamp": _text(entry["stamp"]), "answers": dict(entry["answers"])}
+                kind: {"stamp": text(entry["stamp"]), "answers": dict(entry["answers"])}
                 for kind, entry in data.items()
                 if isinstance(kind, str)
             }
@@ -124,7 +124,8 @@ def versions(*distributions: str) -> str:
     return " ".join(found)
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """``value`` if it is text, else ``TypeError``: for reading back a JSON cache."""
     if not isinstance(value, str):
         raise TypeError("not text")
     return value

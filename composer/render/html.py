@@ -16,6 +16,7 @@ from typing import Any
 
 from composer.errors import TemplateError
 from composer.fsutil import write_atomic
+from composer.memo import text
 
 _DOCTYPE_RE = re.compile(r"^\s*<!doctype html>", re.IGNORECASE)
 _INLINE_VERSION = "premailer-3.10/2"  # bump when inline_css's options change
@@ -191,15 +192,15 @@ class _StyleMemo:
             if data["stamp"] != self.stamp():
                 return
             rules = {
-                _text(css): (
-                    [(_specificity(spec), _text(sel), _text(bulk)) for spec, sel, bulk in found],
-                    None if head is None else _text(head),
+                text(css): (
+                    [(_specificity(spec), text(sel), text(bulk)) for spec, sel, bulk in found],
+                    None if head is None else text(head),
                 )
                 for css, (found, head) in data["rules"].items()
             }
-            xpaths = {_text(css): _text(path) for css, path in data["xpaths"].items()}
+            xpaths = {text(css): text(path) for css, path in data["xpaths"].items()}
             pairs = {
-                _text(css): [(_text(k), _text(v)) for k, v in found]
+                text(css): [(text(k), text(v)) for k, v in found]
                 for css, found in data["pairs"].items()
             }
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
@@ -238,12 +239,6 @@ class _StyleMemo:
                 table.clear()
             table[key] = value
             self.learned += 1
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("not text")
-    return value
 
 
 def _specificity(value: Any) -> tuple[int, int, int, int]:
