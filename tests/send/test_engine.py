@@ -5,6 +5,7 @@ replies are read right however the bytes arrive."""
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from composer.mail.transport import COMMIT, FINAL, REPLY
+from composer.send import engine
+from composer.send.engine import WORK, _Link, group_complete
 from tests.helpers import Database, run
 from tests.send.test_send import add_subscribers, counts, use
 
@@ -44,7 +48,9 @@ def _dribbled(conn: socket.socket, text: bytes) -> None:
         time.sleep(0.0005)
 
 
-def _serve(conn: socket.socket, number: int, log: Log, reply: Reply, stall: bool) -> None:
+def _serve(
+    conn: socket.socket, number: int, log: Log, reply: Reply, stall: bool, stagger: float
+) -> None:
     buffer = b""
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -71,6 +77,7 @@ def _serve(conn: socket.socket, number: int, log: Log, reply: Reply, stall: bool
             elif command.startswith((b"MAIL", b"RSET", b"NOOP")):
                 reply(conn, b"250 2.1.0 ok\r\n")
             elif command == b"DATA":
+                time.sleep(stagger * number)  # connection n answers n staggers late
                 reply(conn, b"354 go ahead\r\n")
                 while line() != b".":
                     pass
@@ -94,7 +101,7 @@ def _serve(conn: socket.socket, number: int, log: Log, reply: Reply, stall: bool
 
 
 @contextlib.contextmanager
-def server(reply: Reply = _whole, stall_first: bool = False) -> Iterator[Log]:
+def server(reply: Reply = _whole, stall_first: bool = False, stagger: float = 0.0) -> Iterator[Log]:
     log = Log()
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -112,7 +119,7 @@ def server(reply: Reply = _whole, stall_first: bool = False) -> Iterator[Log]:
                 continue
             stall = stall_first and number == 0
             threading.Thread(
-                target=_serve, args=(conn, number, log, reply, stall), daemon=True
+                target=_serve, args=(conn, number, log, reply, stall, stagger), daemon=True
             ).start()
             number += 1
 
@@ -180,3 +187,53 @@ def test_a_stalled_connection_does_not_hold_up_the_others(
     assert len(after) <= 1
     assert len(log.delivered) - len(after) == 22
     assert {n for n, _ in log.delivered} >= {1, 2}  # by the other connections
+
+
+def _commits(stderr: str) -> tuple[int, int]:
+    """(records, commits) from the engine's debug line at the end of a send."""
+    match = re.search(r"delivery log: (\d+) records in (\d+) commits", stderr)
+    assert match, stderr
+    return int(match.group(1)), int(match.group(2))
+
+
+@pytest.mark.parametrize("hold", [0.0, 0.25])
+def test_connections_near_the_relay_share_each_commit(
+    monkeypatch: pytest.MonkeyPatch, newsletter_home: Path, hold: float
+) -> None:
+    """Each connection's reply to DATA comes 20 ms after the previous one's. Held
+    for the others (HOLD, raised here so that a busy machine cannot split a group),
+    the four connections reach their point of delivery together, and one commit
+    records four messages; committed as soon as each is ready, one records about
+    one. Either way every message is delivered once and recorded sent."""
+    monkeypatch.setattr(engine, "HOLD", hold)
+    addresses = add_subscribers(24)
+    with server(stagger=0.02) as log:
+        use(monkeypatch, _env(log.port))
+        result = run("-v", "send", "2025-04-16", "--yes", "--connections", "4")
+    assert result.exit_code == 0, result.output
+    assert sorted(r for _, r in log.delivered) == addresses
+    assert counts(newsletter_home) == {"sent": 24}
+    records, commits = _commits(result.stderr)
+    if hold:
+        # 24 messages in groups of 4; the first group (before any outcome) and the
+        # last (the outcomes on their own) may come apart.
+        assert commits <= 24 // 4 + 2, (records, commits)
+    else:
+        assert commits >= 24 // 2, (records, commits)
+
+
+def _link(op: str | None) -> _Link:
+    link = _Link(None)
+    link.op = op
+    return link
+
+
+def test_a_group_waits_only_for_sessions_whose_replies_are_due() -> None:
+    at_commit = [_link(COMMIT), _link(COMMIT)]
+    assert group_complete(at_commit, 2)
+    # A session waiting for the replies to MAIL/RCPT/DATA, or to its final ".",
+    # is about to reach its point of delivery: wait for it.
+    assert not group_complete([*at_commit, _link(REPLY)], 2)
+    assert not group_complete([*at_commit, _link(FINAL)], 2)
+    # One waiting for work, sleeping (rate, backoff) or finished is not.
+    assert group_complete([*at_commit, _link(WORK), _link("sleep"), _link(None)], 2)
