@@ -6,14 +6,16 @@ with 4 connections one fsync (``synchronous=FULL``) covers up to 4 messages,
 and nothing contends for SQLite's write lock (the first release's threads did:
 the busy handler's sleeps of 1.5-2 ms were its main cost per message).
 
-The engine writes the records itself (``start``: in memory, microseconds) and
-hands only the COMMIT, the fsync, to a helper thread, which says when it is
-done through a pipe the engine polls with its sockets (``fd``, ``finish``). So
-the connections whose messages are not in that group go on reading replies and
-writing bodies during the fsync, and the records that arrive meanwhile make the
-next group. On PostgreSQL the helper does the writing too (a round trip), in one
-statement per group; the log's transactions take no turn among the writers
-(row locks suffice), so several senders commit side by side.
+On SQLite the engine writes and commits a group itself (``commit(here=True)``):
+the connections are in step, so nothing else waits meanwhile. On PostgreSQL,
+near the relay, it hands the group to a helper thread (``start``), which writes
+it in one statement (a round trip) and says when it is done through a pipe the
+engine polls with its sockets (``fd``, ``finish``); so the connections whose
+messages are not in that group go on reading replies and writing bodies, and
+the records that arrive meanwhile make the next group. The log's transactions
+there take no turn among the writers (row locks suffice), so several senders
+commit side by side. (``start`` on SQLite writes the records at once and hands
+only the COMMIT, the fsync, to the helper.)
 
 A record holds the outcome of a connection's previous message and marks its
 next one 'sending'. The engine makes it just before it writes a message's
@@ -110,6 +112,7 @@ class DeliveryLog:
         # (1,450-1,500 msgs/s against 1,890, bench_senders.py): the server's
         # processes then compete with the sender and the relay for the CPU.
         self._remote = dialect(self.db) == "postgresql"
+        self.remote = self._remote  # the engine hands groups to the helper only then
         if self._remote:
             # The group's statement is the same every time but for its arrays'
             # lengths; PostgreSQL would plan it anew each time (a custom plan took

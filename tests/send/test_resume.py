@@ -100,8 +100,8 @@ def kill_trial(
 ) -> dict[str, int]:
     """Start a send, SIGKILL it at a random moment, resume it; check the guarantees
     at the server and return the figures (lost, duplicates, in doubt). ``delay``:
-    the server's time per message (from 5 ms on, the engine commits the log on
-    its own thread, as for a far relay)."""
+    the server's time per message (from 5 ms on, the engine takes the relay for a
+    far one: it holds no group for the others)."""
     addresses = _populate(home)
     handler = Handler(delay=delay)
     with running(handler) as server:
