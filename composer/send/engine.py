@@ -160,6 +160,7 @@ class _Relay:
     taken: int = 0  # messages its sessions took
     out: str | None = None  # why it was taken out of the send
     policy: list[tuple[Delivery, str]] = field(default_factory=list)  # its refusals in a row
+    final_wait: float = 0.0  # how long its reply to a final "." takes (moving average)
 
 
 @dataclass(eq=False)
@@ -627,7 +628,10 @@ class _Engine:
                     assert conn is not None
                     if conn.replies:
                         if op == FINAL:
-                            self.final_wait += (now - link.final_at - self.final_wait) / 8
+                            took = now - link.final_at
+                            self.final_wait += (took - self.final_wait) / 8
+                            assert link.relay is not None
+                            link.relay.final_wait += (took - link.relay.final_wait) / 8
                         self._resume(link, None)
                     elif conn.broken is not None:
                         self._resume(link, None, conn.broken)
@@ -663,8 +667,9 @@ class _Engine:
         step, four to a commit. The hold only delays the "." of messages whose
         records are not yet durable: what is in doubt after a crash is unchanged.
         A far relay's replies take longer than any hold would cover, and there the
-        commit is not what limits the rate: no hold."""
-        if self.stop or self.final_wait >= FAR:
+        commit is not what limits the rate: its sessions are not waited for (with
+        several relays, a near one's groups do not wait on a far one's)."""
+        if self.stop:
             return True
         if not self._hold_until:
             self._hold_until = now + HOLD
@@ -881,9 +886,11 @@ class _Engine:
 
 def group_complete(live: list[_Link], committing: int) -> bool:
     """Whether no session but those at their point of delivery is about to get
-    there: none waits for a reply (one waiting for work, or sleeping for a rate or
-    a backoff, is not waited for)."""
-    return committing == len(live) or not any(k.op in (REPLY, FINAL) for k in live)
+    there: none waits for a reply from a near relay (one waiting for work, or
+    sleeping for a rate or a backoff, is not waited for; nor a far relay's)."""
+    return committing == len(live) or not any(
+        k.op in (REPLY, FINAL) and (k.relay is None or k.relay.final_wait < FAR) for k in live
+    )
 
 
 def reap_gone(store: Store, issue: str, me: str, notes: list[str]) -> int:

@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from composer.mail.transport import COMMIT, FINAL, REPLY
+from composer.mail.transport import COMMIT, FINAL, REPLY, Transport
 from composer.send import engine
-from composer.send.engine import WORK, _Link, group_complete
+from composer.send.engine import WORK, _Link, _Relay, group_complete
+from composer.send.rate import RateLimiter
 from tests.helpers import Database, run
 from tests.send.test_send import add_subscribers, counts, use
 
@@ -222,8 +224,11 @@ def test_connections_near_the_relay_share_each_commit(
         assert commits >= 24 // 2, (records, commits)
 
 
-def _link(op: str | None) -> _Link:
-    link = _Link(None)
+def _link(op: str | None, relay_wait: float = 0.0) -> _Link:
+    """A session waiting for ``op``, on a relay whose replies to "." take ``relay_wait``."""
+    relay = _Relay("r", cast(Transport, None), 1, RateLimiter(None, None))
+    relay.final_wait = relay_wait
+    link = _Link(None, relay=relay)
     link.op = op
     return link
 
@@ -237,3 +242,7 @@ def test_a_group_waits_only_for_sessions_whose_replies_are_due() -> None:
     assert not group_complete([*at_commit, _link(FINAL)], 2)
     # One waiting for work, sleeping (rate, backoff) or finished is not.
     assert group_complete([*at_commit, _link(WORK), _link("sleep"), _link(None)], 2)
+    # Nor one of a far relay (its replies come later than any hold would cover):
+    # with several relays, a near one's groups do not wait on a far one's.
+    assert group_complete([*at_commit, _link(REPLY, engine.FAR), _link(FINAL, 0.02)], 2)
+    assert not group_complete([*at_commit, _link(REPLY, engine.FAR / 2)], 2)
