@@ -21,9 +21,9 @@ once (``poll``), resumes the sessions whose wait is over, and records all the
 sessions that reached the point of delivery together in one transaction (one
 fsync; near the relay it holds them up to HOLD for the others whose replies are
 due, so that all the connections share it), then lets them write their final
-"." at once. No threads, no queue, no
-lock: the first release's four threads spent more time handing the GIL and the
-SQLite lock to each other (some 50 futex calls per message) than sending.
+"." at once. No threads, no queue, no lock: the first release's four threads
+spent more time handing the GIL and the SQLite lock to each other (some 50
+futex calls per message) than sending.
 
 Any failure stops the run cleanly: what was done is recorded, the lock is
 released, and the summary says how to resume. Ctrl-C (or SIGTERM) stops

@@ -111,9 +111,8 @@ class DeliveryLog:
         # group at a time: two in flight on two connections were slower on two cores
         # (1,450-1,500 msgs/s against 1,890, bench_senders.py): the server's
         # processes then compete with the sender and the relay for the CPU.
-        self._remote = dialect(self.db) == "postgresql"
-        self.remote = self._remote  # the engine hands groups to the helper only then
-        if self._remote:
+        self.remote = dialect(self.db) == "postgresql"  # (the engine's helper only then)
+        if self.remote:
             # The group's statement is the same every time but for its arrays'
             # lengths; PostgreSQL would plan it anew each time (a custom plan took
             # 115 µs of the server's CPU per group, as much as running it).
@@ -167,7 +166,7 @@ class DeliveryLog:
     def _begin(self, records: list[Record], wait: float) -> list[Record]:
         """The records worth writing; on SQLite, written (the COMMIT is ``_end``'s)."""
         records = [r for r in records if r[0] is not None or r[1] is not None]
-        if records and not self._remote:
+        if records and not self.remote:
             try:
                 with_wait(self.path, wait, functools.partial(self._write, records))
             except sqlite3.Error as exc:
@@ -176,7 +175,7 @@ class DeliveryLog:
 
     def _end(self, records: list[Record], wait: float) -> None:
         """Make the group durable: SQLite's COMMIT, or PostgreSQL's whole statement."""
-        if self._remote:
+        if self.remote:
             with_wait(self.path, wait, functools.partial(self._write_remote, records))
         else:
             self.db.execute("COMMIT")
@@ -267,7 +266,7 @@ class DeliveryLog:
             # On PostgreSQL the log's updates (by key, of this sender's own claims)
             # need no turn among the writers, only row locks: senders commit side
             # by side, and the server flushes their commits together.
-            db.execute("BEGIN" if self._remote else "BEGIN IMMEDIATE")
+            db.execute("BEGIN" if self.remote else "BEGIN IMMEDIATE")
             if outcomes:
                 db.executemany(
                     "UPDATE deliveries SET state = ?, reply = ?, attempts = ?, "
