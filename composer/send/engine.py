@@ -239,8 +239,6 @@ class _Engine:
         self._deadline = time.monotonic() + options.max_wait
         self._committing: list[_Link] = []  # the sessions whose commit is in hand
         self._hold_until = 0.0  # a group waiting for more sessions commits by then
-        self.commit_time = 0.0  # how long a commit takes (moving average)
-        self._commit_began = 0.0
         # Signed messages are built ahead by helper threads: the signature (RSA, the
         # body's hash) runs in C without the GIL, on the other core, while the loop
         # goes on with the sockets.
@@ -689,7 +687,6 @@ class _Engine:
         """The point of delivery of every session waiting for it, in one commit; they
         resume when it is durable (``_finish_commit``)."""
         self._hold_until = 0.0
-        self._commit_began = time.monotonic()
         records = [(k.previous, k.current, _name(k)) for k in links]
         try:
             if self.final_wait >= FAR or not book.remote:  # see FAR
@@ -707,8 +704,6 @@ class _Engine:
 
     def _finish_commit(self, book: DeliveryLog, durable: bool = True) -> None:
         links, self._committing = self._committing, []
-        took = time.monotonic() - self._commit_began
-        self.commit_time += (took - self.commit_time) / (8 if self.commit_time else 1)
         try:
             if durable:
                 book.finish()
@@ -1083,7 +1078,7 @@ def run_send(
                 "final '.': %.2f ms on average, the quickest %s",
                 book.records,
                 book.commits,
-                engine.commit_time * 1000,
+                book.seconds / max(book.commits, 1) * 1000,
                 engine.final_wait * 1000,
                 ", ".join(f"{r.name} {r.fastest * 1000:.2f} ms" for r in engine.relays),
             )

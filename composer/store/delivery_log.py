@@ -32,6 +32,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 
 from composer.errors import StoreError
@@ -101,6 +102,7 @@ class DeliveryLog:
         self.wait = wait
         self.commits = 0  # transactions committed (for the benchmarks' figures)
         self.records = 0
+        self.seconds = 0.0  # spent in those commits (the fsyncs; on PostgreSQL, round trips)
         try:
             self.db = connect(path)
         except sqlite3.Error as exc:
@@ -175,10 +177,12 @@ class DeliveryLog:
 
     def _end(self, records: list[Record], wait: float) -> None:
         """Make the group durable: SQLite's COMMIT, or PostgreSQL's whole statement."""
+        began = time.monotonic()
         if self.remote:
             with_wait(self.path, wait, functools.partial(self._write_remote, records))
         else:
             self.db.execute("COMMIT")
+        self.seconds += time.monotonic() - began
         self.commits += 1
         self.records += len(records)
 
