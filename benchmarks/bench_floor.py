@@ -1,8 +1,9 @@
 """The floor under the engine's CPU per message (issue: engine). Run:
-python benchmarks/bench_floor.py [N] [--runs K]
+python benchmarks/bench_floor.py [N] [--runs K] [--issue small|seed]
 
 What the least a Python sender can do costs, to Postfix's smtp-sink on
-127.0.0.1 with 4 connections and messages the size of the small issue's: a
+127.0.0.1 with 4 connections and messages the size of the small issue's (or,
+with --issue seed, the seed issue's): a
 client written below, one thread, poll, pipelined (the next MAIL/RCPT/DATA
 with the final "."), the same pre-built message every time, in three forms:
 
@@ -135,8 +136,12 @@ def floor(n: int, port: int, size: int, mode: str) -> tuple[float, float]:
 
 def main() -> None:
     n, runs = messages_and_runs(20_000, 5)
+    args = sys.argv[1:]
+    which = args[args.index("--issue") + 1] if "--issue" in args else "small"
+    if which not in ("small", "seed"):
+        sys.exit(f"bench_floor.py: --issue takes small or seed, not {which!r}")
     ensure_postfix()
-    issue = ISSUES["small issue"]
+    issue = ISSUES[f"{which} issue"]
     probe = make_home(1)
     shutil.copy(issue, probe / "issues")
     size = wire_size(probe, issue.stem)
