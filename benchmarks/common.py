@@ -77,6 +77,8 @@ def messages_and_runs(default_n: int, default_runs: int) -> tuple[int, int]:
     args = sys.argv[1:]
     runs = int(args[args.index("--runs") + 1]) if "--runs" in args else default_runs
     plain = [
-        a for i, a in enumerate(args) if not a.startswith("--") and not args[i - 1].startswith("--")
+        a
+        for i, a in enumerate(args)
+        if not a.startswith("--") and not (i and args[i - 1].startswith("--"))
     ]
     return (int(plain[0]) if plain else default_n), runs
